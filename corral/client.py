@@ -1,0 +1,340 @@
+"""The producer side: enqueue tasks, read their status and results, cancel them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Literal, cast
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.exceptions import RedisError
+
+from corral.app import App
+from corral.connection import connect, default_url
+from corral.errors import InvalidTask, TaskCancelled, TaskFailed
+from corral.keys import QueueKeys, queue_keys, queue_of_channel
+from corral.scripts import Scripts
+from corral.serialization import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    decode_error,
+    decode_json,
+    encode_payload,
+)
+
+Status = Literal[
+    "queued", "scheduled", "running", "succeeded", "failed", "cancelled", "dead", "unknown"
+]
+FINAL_STATES = frozenset({"succeeded", "failed", "cancelled", "dead"})
+_ENQUEUE_CHUNK = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueue:
+    """One task call for ``Client.enqueue_many`` (dicts with these keys work too)."""
+
+    name: str
+    args: Sequence[Any] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    queue: str | None = None
+    priority: int = 0
+    delay: float = 0.0
+    key: str | None = None
+
+
+class TaskHandle:
+    """A reference to an enqueued task."""
+
+    __slots__ = ("_client", "id", "queue")
+
+    def __init__(self, client: Client, queue: str, task_id: str) -> None:
+        self._client = client
+        self.queue = queue
+        self.id = task_id
+
+    def __repr__(self) -> str:
+        return f"TaskHandle(queue={self.queue!r}, id={self.id!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TaskHandle) and (other.queue, other.id) == (self.queue, self.id)
+
+    def __hash__(self) -> int:
+        return hash((self.queue, self.id))
+
+    async def status(self) -> Status:
+        return await self._client.status(self.id, queue=self.queue)
+
+    async def result(self, timeout: float | None = None) -> Any:
+        return await self._client.result(self.id, queue=self.queue, timeout=timeout)
+
+    async def cancel(self) -> bool:
+        return await self._client.cancel(self.id, queue=self.queue)
+
+
+class Client:
+    """An asyncio client for one Redis. Use ``async with`` or ``await client.close()``."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        app: App | None = None,
+        result_ttl_s: float | None = None,
+        max_payload_bytes: int | None = None,
+    ) -> None:
+        self.redis = redis
+        self.app = app
+        self.result_ttl_s = result_ttl_s or (app.result_ttl_s if app else 86_400.0)
+        self.max_payload_bytes = max_payload_bytes or (
+            app.max_payload_bytes if app else DEFAULT_MAX_PAYLOAD_BYTES
+        )
+        self.scripts = Scripts.register(redis)
+        self._results = _ResultWaiter(redis)
+
+    @classmethod
+    def from_url(cls, url: str | None = None, **kwargs: Any) -> Client:
+        """A client for ``url`` (default: ``$CORRAL_REDIS_URL``, then redis://localhost:6379/0)."""
+        return cls(connect(url or default_url()), **kwargs)
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._results.close()
+        await self.redis.aclose()
+
+    # -- enqueue -----------------------------------------------------------------
+
+    async def enqueue(
+        self,
+        name: str,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        queue: str | None = None,
+        priority: int = 0,
+        delay: float = 0.0,
+        key: str | None = None,
+    ) -> TaskHandle:
+        """Enqueue one task. With ``key``, a live task with the same key is returned instead."""
+        call = Enqueue(name, args or (), kwargs or {}, queue, priority, delay, key)
+        keys, argv = self._prepare(call)
+        ids = await self.scripts.enqueue(keys=_queue_keys(keys), args=[*_wake_args(keys), *argv])
+        return TaskHandle(self, keys.queue, ids[0].decode())
+
+    async def enqueue_many(
+        self, calls: Iterable[Enqueue | Mapping[str, Any]]
+    ) -> list[TaskHandle]:
+        """Enqueue many tasks in pipelined round trips; all are checked before any is sent."""
+        prepared = [self._prepare(_as_enqueue(call)) for call in calls]
+        if not prepared:
+            return []
+        batches: list[tuple[QueueKeys, list[Any]]] = []
+        for keys, argv in prepared:
+            if batches and batches[-1][0] is keys and len(batches[-1][1]) < 6 * _ENQUEUE_CHUNK:
+                batches[-1][1].extend(argv)
+            else:
+                batches.append((keys, list(argv)))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for keys, argv in batches:
+                await self.scripts.enqueue(
+                    keys=_queue_keys(keys), args=[*_wake_args(keys), *argv], client=pipe
+                )
+            replies = await pipe.execute()
+        return [
+            TaskHandle(self, keys.queue, task_id.decode())
+            for (keys, _), ids in zip(batches, replies, strict=True)
+            for task_id in ids
+        ]
+
+    def _prepare(self, call: Enqueue) -> tuple[QueueKeys, tuple[Any, ...]]:
+        if not isinstance(call.name, str) or not call.name:
+            raise InvalidTask("task name must be a non-empty string")
+        task_def = self.app.tasks.get(call.name) if self.app else None
+        if self.app is not None and task_def is None:
+            raise InvalidTask(f"unknown task {call.name!r}")
+        queue = call.queue or (task_def.queue if task_def else "default")
+        try:
+            keys = queue_keys(queue)
+        except (ValueError, TypeError) as exc:
+            raise InvalidTask(str(exc)) from None
+        if isinstance(call.priority, bool) or not isinstance(call.priority, int):
+            raise InvalidTask(f"priority must be an integer 0-9, not {call.priority!r}")
+        if not 0 <= call.priority <= 9:
+            raise InvalidTask(f"priority must be between 0 and 9, not {call.priority}")
+        if not isinstance(call.delay, (int, float)) or not math.isfinite(call.delay):
+            raise InvalidTask(f"delay must be a finite number of seconds, not {call.delay!r}")
+        if call.delay < 0:
+            raise InvalidTask(f"delay must not be negative, not {call.delay}")
+        if call.key is not None and (not isinstance(call.key, str) or not call.key):
+            raise InvalidTask("key must be a non-empty string")
+        payload = encode_payload(
+            cast(list[Any], call.args), cast(dict[str, Any], call.kwargs), self.max_payload_bytes
+        )
+        delay_ms = math.ceil(call.delay * 1000)
+        return keys, (uuid.uuid4().hex, call.name, payload, call.priority, delay_ms, call.key or "")
+
+    # -- status, results, cancellation -------------------------------------------
+
+    def handle(self, task_id: str, queue: str = "default") -> TaskHandle:
+        return TaskHandle(self, queue_keys(queue).queue, task_id)
+
+    async def status(self, task_id: str, *, queue: str = "default") -> Status:
+        state = await self.redis.hget(queue_keys(queue).task(task_id), "state")
+        return cast(Status, state.decode()) if state else "unknown"
+
+    async def result(
+        self, task_id: str, *, queue: str = "default", timeout: float | None = None
+    ) -> Any:
+        """The task's JSON result, waiting for it (by pub/sub, not polling) up to ``timeout`` s.
+        Raises TaskFailed (or TaskCancelled) when it ended without one, TimeoutError when
+        it has not ended in time, and KeyError when the id is unknown or expired."""
+        keys = queue_keys(queue)
+        async with self._results.waiting(keys, task_id) as finished:
+            record = await self._final_record(keys, task_id)
+            try:
+                async with asyncio.timeout(timeout):
+                    while record is None:
+                        await finished.wait()
+                        finished.clear()
+                        record = await self._final_record(keys, task_id)
+            except TimeoutError:
+                raise TimeoutError(f"task {task_id} did not finish within {timeout} s") from None
+        return _result_of(task_id, record)
+
+    async def _final_record(self, keys: QueueKeys, task_id: str) -> dict[str, bytes] | None:
+        state, result, error, reason = await self.redis.hmget(
+            keys.task(task_id), ["state", "result", "error", "reason"]
+        )
+        if state is None:
+            raise KeyError(f"no task {task_id} in queue {keys.queue!r} (unknown or expired)")
+        if state.decode() not in FINAL_STATES:
+            return None
+        return {"state": state, "result": result, "error": error, "reason": reason}
+
+    async def cancel(self, task_id: str, *, queue: str = "default") -> bool:
+        """Cancel a queued, scheduled or running task. False when it was unknown or finished."""
+        keys = queue_keys(queue)
+        done = await self.scripts.cancel(
+            keys=[*keys.ready, keys.scheduled, keys.dedupe],
+            args=[
+                keys.prefix,
+                task_id,
+                int(self.result_ttl_s * 1000),
+                keys.cancel_channel,
+                keys.done_channel,
+            ],
+        )
+        return bool(done)
+
+
+def _result_of(task_id: str, record: Mapping[str, bytes | None]) -> Any:
+    state = cast(bytes, record["state"]).decode()
+    if state == "succeeded":
+        result = record["result"]
+        return decode_json(result) if result else None
+    error = decode_error(record["error"])
+    if not error["type"] and record["reason"]:
+        error = {"type": "DeadLetter", "message": cast(bytes, record["reason"]).decode(),
+                 "traceback": ""}
+    exc_type = TaskCancelled if state == "cancelled" else TaskFailed
+    raise exc_type(task_id, state, error["type"] or "Cancelled", error["message"],
+                   error["traceback"])
+
+
+def _as_enqueue(call: Enqueue | Mapping[str, Any]) -> Enqueue:
+    if isinstance(call, Enqueue):
+        return call
+    try:
+        return Enqueue(**call)
+    except TypeError as exc:
+        raise InvalidTask(f"bad enqueue_many item: {exc}") from None
+
+
+def _queue_keys(keys: QueueKeys) -> list[str]:
+    return [*keys.ready, keys.scheduled, keys.dedupe]
+
+
+def _wake_args(keys: QueueKeys) -> tuple[str, str]:
+    return keys.prefix, keys.wake_channel
+
+
+class _ResultWaiter:
+    """One pub/sub connection, subscribed to the ``done`` channel of each queue that
+    someone waits on; wakes the waiters of the ids each message names."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._pubsub: PubSub | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._channels: set[str] = set()
+        self._waiters: dict[tuple[str, str], list[asyncio.Event]] = {}
+
+    @contextlib.asynccontextmanager
+    async def waiting(self, keys: QueueKeys, task_id: str) -> Any:
+        event = asyncio.Event()
+        slot = (keys.queue, task_id)
+        self._waiters.setdefault(slot, []).append(event)
+        try:
+            await self._subscribe(keys.done_channel)
+            yield event
+        finally:
+            waiters = self._waiters.get(slot, [])
+            if event in waiters:
+                waiters.remove(event)
+            if not waiters:
+                self._waiters.pop(slot, None)
+
+    async def _subscribe(self, channel: str) -> None:
+        if channel in self._channels:
+            return
+        if self._pubsub is None:
+            self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        await self._pubsub.subscribe(channel)
+        self._channels.add(channel)
+        if self._reader is None:
+            self._reader = asyncio.create_task(self._read(), name="corral:client:results")
+
+    async def _read(self) -> None:
+        assert self._pubsub is not None
+        while True:
+            try:
+                message = await self._pubsub.get_message(timeout=None)
+            except (RedisError, OSError):
+                # redis-py resubscribes on reconnect; a message lost meanwhile is made up
+                # for by waking every waiter, which then reads the state again.
+                await asyncio.sleep(0.5)
+                for events in self._waiters.values():
+                    for event in events:
+                        event.set()
+                continue
+            if message is None:
+                continue
+            queue = queue_of_channel(message["channel"].decode())
+            for task_id in message["data"].decode().split():
+                for event in self._waiters.get((queue, task_id), ()):
+                    event.set()
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+            self._reader = None
+        if self._pubsub is not None:
+            await self._pubsub.aclose()
+            self._pubsub = None
+        self._channels.clear()

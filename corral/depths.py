@@ -1,0 +1,100 @@
+"""Queue depths: how much work waits and how much runs. The operator scales on
+``read_queue_depths``; ``corral inspect`` and the worker's backlog gauge use it too."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+
+from corral.keys import queue_keys
+from corral.scripts import Scripts
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    worker_id: str
+    in_flight: int
+    running: int
+    concurrency: int
+    queues: tuple[str, ...]
+    started_ms: int
+    heartbeat_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class QueueDepth:
+    """One queue at one moment. ``backlog`` counts tasks that could start now
+    (ready, and scheduled ones that are due); ``in_flight`` counts leased ones
+    (claimed by a worker: running or prefetched)."""
+
+    queue: str
+    ready_by_priority: tuple[int, ...]
+    scheduled: int
+    scheduled_due: int
+    in_flight: int
+    dead: int
+    workers: tuple[WorkerInfo, ...] = field(default=())
+
+    @property
+    def ready(self) -> int:
+        return sum(self.ready_by_priority)
+
+    @property
+    def backlog(self) -> int:
+        return self.ready + self.scheduled_due
+
+
+async def read_queue_depths(
+    redis: Redis, queues: Sequence[str], scripts: Scripts | None = None
+) -> dict[str, QueueDepth]:
+    """Depths of ``queues`` read in one pipelined round trip, each queue atomically.
+    Raises redis-py's ConnectionError (or TimeoutError) when Redis cannot be reached."""
+    scripts = scripts or Scripts.register(redis)
+    async with redis.pipeline(transaction=False) as pipe:
+        for queue in queues:
+            keys = queue_keys(queue)
+            await scripts.depths(
+                keys=[*keys.ready, keys.scheduled, keys.leased, keys.dead, keys.workers],
+                args=[keys.prefix],
+                client=pipe,
+            )
+        replies = await pipe.execute()
+    return {queue: _depth(queue, reply) for queue, reply in zip(queues, replies, strict=True)}
+
+
+def _depth(queue: str, reply: list[Any]) -> QueueDepth:
+    ready, scheduled, scheduled_due, leased, dead, workers = reply
+    return QueueDepth(
+        queue=queue,
+        ready_by_priority=tuple(int(n) for n in ready),
+        scheduled=int(scheduled),
+        scheduled_due=int(scheduled_due),
+        in_flight=int(leased),
+        dead=int(dead),
+        workers=tuple(
+            _worker(workers[i].decode(), workers[i + 1]) for i in range(0, len(workers), 2)
+        ),
+    )
+
+
+def _worker(worker_id: str, flat: list[bytes]) -> WorkerInfo:
+    info = {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
+
+    def number(name: str) -> int:
+        try:
+            return int(info.get(name, "0"))
+        except ValueError:
+            return 0
+
+    return WorkerInfo(
+        worker_id=worker_id,
+        in_flight=number("in_flight"),
+        running=number("running"),
+        concurrency=number("concurrency"),
+        queues=tuple(q for q in info.get("queues", "").split(",") if q),
+        started_ms=number("started_ms"),
+        heartbeat_ms=number("heartbeat_ms"),
+    )

@@ -1,0 +1,82 @@
+"""Redis key names. Every key of one queue shares the hash tag ``{queue}``, so
+each Lua script touches a single hash slot and works unchanged on Redis Cluster.
+
+Layout of queue ``Q`` (prefix ``corral:{Q}:``):
+
+========================  =======  ================================================
+``ready:0`` … ``ready:9``  list     ids waiting to run, one list per priority (FIFO)
+``scheduled``              zset     ids waiting for a time (delay, retry backoff)
+``leased``                 zset     ids claimed by a worker, scored by lease deadline
+``dead``                   list     ids in the dead-letter queue
+``keys``                   hash     de-duplication key -> id of the live task
+``t:<id>``                 hash     one task: name, payload, state, attempts, result…
+``workers``                zset     worker ids, scored by registry expiry
+``w:<worker id>``          hash     one worker's registry entry
+========================  =======  ================================================
+
+Channels: ``wake`` (work may be available), ``cancel`` (id of a running task to
+cancel), ``done`` (space-separated ids that reached a final state).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cache
+
+PRIORITIES = range(10)
+_QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def validate_queue_name(name: str) -> str:
+    if not _QUEUE_NAME.match(name):
+        raise ValueError(
+            f"invalid queue name {name!r}: use 1-100 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class QueueKeys:
+    queue: str
+    prefix: str
+    ready: tuple[str, ...]
+    scheduled: str
+    leased: str
+    dead: str
+    dedupe: str
+    workers: str
+    wake_channel: str
+    cancel_channel: str
+    done_channel: str
+
+    def task(self, task_id: str) -> str:
+        return f"{self.prefix}t:{task_id}"
+
+    def worker(self, worker_id: str) -> str:
+        return f"{self.prefix}w:{worker_id}"
+
+
+@cache
+def queue_keys(queue: str) -> QueueKeys:
+    validate_queue_name(queue)
+    prefix = f"corral:{{{queue}}}:"
+    return QueueKeys(
+        queue=queue,
+        prefix=prefix,
+        ready=tuple(f"{prefix}ready:{p}" for p in PRIORITIES),
+        scheduled=f"{prefix}scheduled",
+        leased=f"{prefix}leased",
+        dead=f"{prefix}dead",
+        dedupe=f"{prefix}keys",
+        workers=f"{prefix}workers",
+        wake_channel=f"{prefix}wake",
+        cancel_channel=f"{prefix}cancel",
+        done_channel=f"{prefix}done",
+    )
+
+
+def queue_of_channel(channel: str) -> str:
+    """The queue name in a channel name such as ``corral:{default}:wake``."""
+    return channel[channel.index("{") + 1 : channel.rindex("}")]

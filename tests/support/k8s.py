@@ -1,0 +1,193 @@
+"""pytest plugin: a real Kubernetes control plane (etcd, kube-apiserver,
+kube-controller-manager, kube-scheduler, kwok fake nodes) for e2e tests.
+
+Register with ``pytest_plugins = ["tests.support.k8s"]``. Binaries are built
+once by ``scripts/k8s/build`` into ``$CORRAL_CACHE`` (default ~/.cache/corral);
+if they are missing the build runs before the first test that uses ``k8s``.
+
+Fixture ``k8s`` (session scope) yields a :class:`Cluster`.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPTS = REPO / "scripts" / "k8s"
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+REQUIRED_BINARIES = (*COMPONENTS, "kubectl", "helm")
+
+
+@functools.cache
+def k8s_bin_dir() -> Path:
+    """Cache directory holding kubectl, helm, ... for the pinned Kubernetes version."""
+    if os.environ.get("CORRAL_K8S_BIN_DIR"):
+        return Path(os.environ["CORRAL_K8S_BIN_DIR"])
+    out = subprocess.run([str(SCRIPTS / "build"), "--print-bin-dir"],
+                         check=True, capture_output=True, text=True)
+    return Path(out.stdout.strip())
+
+
+def _binaries_missing() -> list[str]:
+    bin_dir = k8s_bin_dir()
+    missing = [b for b in REQUIRED_BINARIES if not (bin_dir / b).exists()]
+    if not (bin_dir.parent / "share" / "kwok-stages.yaml").exists():
+        missing.append("kwok-stages.yaml")
+    return missing
+
+
+def ensure_built(config: pytest.Config | None = None) -> None:
+    """Run scripts/k8s/build when anything is missing (a cold build takes long)."""
+    if not _binaries_missing():
+        return
+    capman = config.pluginmanager.getplugin("capturemanager") if config else None
+    # Show build progress live instead of swallowing it.
+    if capman is not None:
+        with capman.global_and_fixture_disabled():
+            subprocess.run([str(SCRIPTS / "build")], check=True)
+    else:
+        subprocess.run([str(SCRIPTS / "build")], check=True)
+
+
+class CommandError(subprocess.CalledProcessError):
+    """CalledProcessError whose message carries the command's output."""
+
+    def __str__(self) -> str:
+        return f"{super().__str__()}\nstdout:\n{self.stdout}\nstderr:\n{self.stderr}"
+
+
+class Cluster:
+    """A running control plane. Attributes: ``kubeconfig`` (str), ``bin_dir``
+    (Path), ``server`` (URL), ``state_dir`` (Path; logs in ``state_dir/logs``)."""
+
+    def __init__(self, state_dir: Path, bin_dir: Path):
+        self.state_dir = state_dir
+        self.bin_dir = bin_dir
+        self.kubeconfig = str(state_dir / "kubeconfig")
+        self.server = ""
+
+    # -- commands ----------------------------------------------------------
+    def env(self) -> dict[str, str]:
+        """Environment for subprocesses (kubectl, helm, the operator) aimed at this cluster."""
+        return {**os.environ, "KUBECONFIG": self.kubeconfig,
+                "PATH": f"{self.bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+    def kubectl(self, *args: str, check: bool = True, input: str | None = None,
+                timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Run our kubectl against this cluster; output is captured as text."""
+        argv = [str(self.bin_dir / "kubectl"), f"--kubeconfig={self.kubeconfig}", *args]
+        proc = subprocess.run(argv, input=input, capture_output=True, text=True,
+                              timeout=timeout, env=self.env())
+        if check and proc.returncode != 0:
+            raise CommandError(proc.returncode, argv, proc.stdout, proc.stderr)
+        return proc
+
+    # -- lifecycle ---------------------------------------------------------
+    def _script(self, name: str, *args: str, timeout: float = 180) -> None:
+        proc = subprocess.run([str(SCRIPTS / name), str(self.state_dir), *args],
+                              capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, "CORRAL_K8S_BIN_DIR": str(self.bin_dir)})
+        if proc.returncode != 0:
+            raise RuntimeError(f"scripts/k8s/{name} {' '.join(args)} failed "
+                               f"(exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+
+    def start(self, timeout: float = 120) -> None:
+        self._script("up", f"--timeout={timeout}", timeout=timeout + 30)
+        self.server = self._read_server()
+        self.wait_ready(timeout)
+
+    def stop(self, *components: str) -> None:
+        self._script("down", *components)
+
+    def restart_apiserver(self, timeout: float = 60) -> None:
+        """Stop kube-apiserver and start it again with the same flags and port;
+        returns once /readyz is OK. Other components reconnect on their own."""
+        self._script("up", "--restart=kube-apiserver", f"--timeout={timeout}",
+                     timeout=timeout + 30)
+        self._wait("API ready after restart", timeout,
+                   lambda: self.kubectl("get", "--raw=/readyz", check=False).returncode == 0)
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        """API healthy, default ServiceAccount present and every kwok node Ready."""
+        self._wait("API /readyz", timeout,
+                   lambda: self.kubectl("get", "--raw=/readyz", check=False).returncode == 0)
+        self._wait("ServiceAccount default/default", timeout,
+                   lambda: self.kubectl("-n", "default", "get", "serviceaccount", "default",
+                                        check=False).returncode == 0)
+        self.kubectl("wait", "node", "-l", "type=kwok", "--for=condition=Ready",
+                     f"--timeout={int(timeout)}s", timeout=timeout + 10)
+
+    # -- debugging -------------------------------------------------------------
+    def dump(self) -> Path:
+        """Write cluster objects and events next to the component logs."""
+        out = self.state_dir / "logs" / "cluster-dump.txt"
+        with out.open("w") as f:
+            for args in (("get", "nodes,all", "-A", "-o", "wide"),
+                         ("get", "events", "-A", "--sort-by=.lastTimestamp")):
+                try:
+                    proc = self.kubectl(*args, check=False, timeout=20)
+                    f.write(f"$ kubectl {' '.join(args)}\n{proc.stdout}{proc.stderr}\n")
+                except subprocess.TimeoutExpired:
+                    f.write(f"$ kubectl {' '.join(args)}\n(timed out)\n")
+        return out
+
+    def log_path(self, component: str) -> Path:
+        return self.state_dir / "logs" / f"{component}.log"
+
+    def log_tail(self, component: str, lines: int = 50) -> str:
+        path = self.log_path(component)
+        if not path.exists():
+            return f"(no log for {component})"
+        text = path.read_text(errors="replace").splitlines()[-lines:]
+        return f"--- {path} (last {len(text)} lines) ---\n" + "\n".join(text)
+
+    def _read_server(self) -> str:
+        for line in Path(self.kubeconfig).read_text().splitlines():
+            if line.strip().startswith("server:"):
+                return line.split(":", 1)[1].strip()
+        raise RuntimeError(f"no server in {self.kubeconfig}")
+
+    def _wait(self, what: str, timeout: float, check) -> None:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if check():
+                return
+            time.sleep(0.25)
+        raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
+                                  items: list[pytest.Item]) -> None:
+    # Build before any test runs, so a cold build is not charged to a test's timeout.
+    if any("k8s" in getattr(item, "fixturenames", ()) for item in items):
+        ensure_built(config)
+
+
+@pytest.fixture(scope="session")
+def k8s(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    ensure_built(request.config)
+    # pytest keeps the last few basetemps, so logs survive the run for debugging.
+    cluster = Cluster(tmp_path_factory.mktemp("k8s"), k8s_bin_dir())
+    started = time.monotonic()
+    try:
+        cluster.start()
+    except BaseException:
+        for name in COMPONENTS:
+            print(cluster.log_tail(name, 30), file=sys.stderr)
+        cluster.stop()
+        raise
+    print(f"\n[k8s] control plane ready in {time.monotonic() - started:.1f}s at {cluster.server}; "
+          f"state and logs in {cluster.state_dir}")
+    try:
+        yield cluster
+    finally:
+        cluster.dump()
+        cluster.stop()

@@ -1,0 +1,72 @@
+"""Worker configuration, validated once at start-up and passed down."""
+
+from __future__ import annotations
+
+import socket
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from corral.keys import validate_queue_name
+from corral.serialization import DEFAULT_MAX_PAYLOAD_BYTES
+
+
+def parse_queue_weights(text: str) -> dict[str, int]:
+    """``critical=5,default=1`` (a bare name has weight 1) -> {"critical": 5, "default": 1}."""
+    weights: dict[str, int] = {}
+    for part in text.split(","):
+        name, sep, weight_text = part.strip().partition("=")
+        name = name.strip()
+        if not name:
+            raise ValueError(f"empty queue name in {text!r}")
+        validate_queue_name(name)
+        try:
+            weight = int(weight_text) if sep else 1
+        except ValueError:
+            raise ValueError(f"queue {name!r}: weight must be an integer, not {weight_text!r}")
+        if not 1 <= weight <= 100:
+            raise ValueError(f"queue {name!r}: weight must be between 1 and 100, not {weight}")
+        if name in weights:
+            raise ValueError(f"queue {name!r} is listed twice")
+        weights[name] = weight
+    return weights
+
+
+class WorkerSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    redis_url: str
+    queues: dict[str, int] = Field(default_factory=lambda: {"default": 1})
+    concurrency: int = Field(50, ge=1, le=10_000)
+    batch_size: int = Field(25, ge=1, le=1_000)
+    lease_s: float = Field(30.0, ge=2.0, le=86_400.0)
+    grace_s: float = Field(30.0, ge=0.0, le=86_400.0)
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = Field(9100, ge=0, le=65_535)
+    worker_id: str = Field(default_factory=socket.gethostname, min_length=1, max_length=253)
+    idle_poll_s: float = Field(5.0, gt=0.0, le=60.0)
+    debug_endpoint: bool = True
+    max_payload_bytes: int = Field(DEFAULT_MAX_PAYLOAD_BYTES, ge=1024)
+
+    @field_validator("queues")
+    @classmethod
+    def _check_queues(cls, queues: dict[str, int]) -> dict[str, int]:
+        if not queues:
+            raise ValueError("at least one queue is needed")
+        for name, weight in queues.items():
+            validate_queue_name(name)
+            if not 1 <= weight <= 100:
+                raise ValueError(f"queue {name!r}: weight must be between 1 and 100")
+        return queues
+
+    @property
+    def heartbeat_s(self) -> float:
+        """Leases are renewed three times per lease, and at least every 5 s."""
+        return min(self.lease_s / 3, 5.0)
+
+    @property
+    def registry_ttl_s(self) -> float:
+        return self.heartbeat_s * 3
+
+
+LogFormat = Literal["text", "json"]
