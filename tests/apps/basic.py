@@ -1,0 +1,92 @@
+"""Tasks used by the worker tests (imported by worker subprocesses too)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+import redis
+
+from corral import App
+
+app = App(result_ttl_s=600)
+
+_sync_redis: redis.Redis | None = None
+
+
+def _redis() -> redis.Redis:
+    # Tasks record what they did in Redis, so tests see it across processes.
+    global _sync_redis
+    if _sync_redis is None:
+        _sync_redis = redis.Redis.from_url(os.environ["CORRAL_TEST_REDIS_URL"])
+    return _sync_redis
+
+
+@app.task(name="noop")
+async def noop(n: int = 0) -> int:
+    return n
+
+
+@app.task(name="echo")
+async def echo(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    return {"args": list(args), "kwargs": kwargs}
+
+
+@app.task(name="record")
+async def record(tag: str, sleep_s: float = 0.0) -> str:
+    """Appends ``tag`` to the list ``test:order`` when it starts."""
+    _redis().rpush("test:order", tag)
+    if sleep_s:
+        await asyncio.sleep(sleep_s)
+    return tag
+
+
+@app.task(name="count_run")
+async def count_run(task_key: str, sleep_s: float = 0.0) -> str:
+    """Counts executions per key in the hash ``test:runs`` (for at-least-once checks)."""
+    _redis().hincrby("test:runs", task_key, 1)
+    if sleep_s:
+        await asyncio.sleep(sleep_s)
+    _redis().hincrby("test:completed", task_key, 1)
+    return task_key
+
+
+@app.task(name="sleep", timeout=None)
+async def sleep(seconds: float, tag: str = "") -> float:
+    try:
+        await asyncio.sleep(seconds)
+    except asyncio.CancelledError:
+        if tag:
+            _redis().rpush("test:cleanup", tag)
+        raise
+    return seconds
+
+
+@app.task(name="slow_with_timeout", timeout=0.5, retries=1, retry_backoff=0.1)
+async def slow_with_timeout(seconds: float) -> float:
+    await asyncio.sleep(seconds)
+    return seconds
+
+
+@app.task(name="fail", retries=2, retry_backoff=0.05, retry_backoff_max=0.1)
+async def fail(message: str) -> None:
+    _redis().incr("test:fail_attempts")
+    raise ValueError(message)
+
+
+@app.task(name="fail_no_dlq", retries=0, dead_letter=False)
+async def fail_no_dlq() -> None:
+    raise RuntimeError("plain failure")
+
+
+@app.task(name="bad_result")
+async def bad_result() -> object:
+    return object()
+
+
+@app.task(name="blocking")
+def blocking(seconds: float) -> str:
+    time.sleep(seconds)
+    return f"slept {seconds}"
