@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 from redis.asyncio import Redis
 
@@ -26,7 +26,8 @@ class DeadTask:
 
 async def dead_tasks(redis: Redis, queue: str, limit: int = 100) -> list[DeadTask]:
     keys = queue_keys(queue)
-    ids = [i.decode() for i in await redis.lrange(keys.dead, 0, limit - 1)]
+    raw_ids = cast(list[bytes], await redis.lrange(keys.dead, 0, limit - 1))
+    ids = [i.decode() for i in raw_ids]
     async with redis.pipeline(transaction=False) as pipe:
         for task_id in ids:
             pipe.hmget(keys.task(task_id), ["name", "attempts", "error", "reason", "finished_ms",

@@ -17,7 +17,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_RESULT_TTL_S = 86_400.0
 DEFAULT_TIMEOUT_S = 300.0
-_TASK_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,199}$")
+_TASK_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:<>-]{0,199}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +57,8 @@ class App:
     @overload
     def task(
         self,
+        fn: None = None,
+        /,
         *,
         name: str | None = None,
         queue: str = "default",

@@ -148,6 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
                           help="namespace to watch (repeatable; default: all)")
     operator.add_argument("--metrics-port", type=_int_range(0, 65_535), default=8080)
     operator.add_argument("--health-port", type=_int_range(0, 65_535), default=8081)
+    operator.add_argument("--host", default="0.0.0.0",
+                          help="address of the metrics and health endpoints (default 0.0.0.0)")
+    operator.add_argument("--peering", default=None,
+                          help="kopf peering name, for several operator replicas with one "
+                               "active (default: standalone)")
     operator.add_argument("--log-format", choices=("text", "json"), default="text")
 
     demo = commands.add_parser(

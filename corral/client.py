@@ -143,11 +143,11 @@ class Client:
         if not prepared:
             return []
         batches: list[tuple[QueueKeys, list[Any]]] = []
-        for keys, argv in prepared:
+        for keys, call_argv in prepared:
             if batches and batches[-1][0] is keys and len(batches[-1][1]) < 6 * _ENQUEUE_CHUNK:
-                batches[-1][1].extend(argv)
+                batches[-1][1].extend(call_argv)
             else:
-                batches.append((keys, list(argv)))
+                batches.append((keys, list(call_argv)))
         async with self.redis.pipeline(transaction=False) as pipe:
             for keys, argv in batches:
                 await self.scripts.enqueue(
@@ -193,7 +193,7 @@ class Client:
         return TaskHandle(self, queue_keys(queue).queue, task_id)
 
     async def status(self, task_id: str, *, queue: str = "default") -> Status:
-        state = await self.redis.hget(queue_keys(queue).task(task_id), "state")
+        state = cast(bytes | None, await self.redis.hget(queue_keys(queue).task(task_id), "state"))
         return cast(Status, state.decode()) if state else "unknown"
 
     async def result(
@@ -215,10 +215,14 @@ class Client:
                 raise TimeoutError(f"task {task_id} did not finish within {timeout} s") from None
         return _result_of(task_id, record)
 
-    async def _final_record(self, keys: QueueKeys, task_id: str) -> dict[str, bytes] | None:
-        state, result, error, reason = await self.redis.hmget(
-            keys.task(task_id), ["state", "result", "error", "reason"]
+    async def _final_record(
+        self, keys: QueueKeys, task_id: str
+    ) -> dict[str, bytes | None] | None:
+        fields = cast(
+            list[bytes | None],
+            await self.redis.hmget(keys.task(task_id), ["state", "result", "error", "reason"]),
         )
+        state, result, error, reason = fields
         if state is None:
             raise KeyError(f"no task {task_id} in queue {keys.queue!r} (unknown or expired)")
         if state.decode() not in FINAL_STATES:
@@ -242,14 +246,13 @@ class Client:
 
 
 def _result_of(task_id: str, record: Mapping[str, bytes | None]) -> Any:
-    state = cast(bytes, record["state"]).decode()
+    state = (record["state"] or b"").decode()
     if state == "succeeded":
         result = record["result"]
         return decode_json(result) if result else None
     error = decode_error(record["error"])
     if not error["type"] and record["reason"]:
-        error = {"type": "DeadLetter", "message": cast(bytes, record["reason"]).decode(),
-                 "traceback": ""}
+        error = {"type": "DeadLetter", "message": record["reason"].decode(), "traceback": ""}
     exc_type = TaskCancelled if state == "cancelled" else TaskFailed
     raise exc_type(task_id, state, error["type"] or "Cancelled", error["message"],
                    error["traceback"])
@@ -335,6 +338,6 @@ class _ResultWaiter:
                 await self._reader
             self._reader = None
         if self._pubsub is not None:
-            await self._pubsub.aclose()
+            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
             self._pubsub = None
         self._channels.clear()

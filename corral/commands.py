@@ -164,7 +164,8 @@ def operator(args: argparse.Namespace) -> int:
 
     setup_logging(args.log_format)
     run_operator(
-        namespaces=args.namespaces, metrics_port=args.metrics_port, health_port=args.health_port
+        namespaces=args.namespaces, metrics_port=args.metrics_port, health_port=args.health_port,
+        host=args.host, peering=args.peering,
     )
     return 0
 

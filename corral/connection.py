@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import os
 
-from redis.asyncio import Redis
+from redis.asyncio import ConnectionPool, Redis
 
+from corral._packing import faster_connection_class
 from corral.errors import ConfigError
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
@@ -33,7 +34,7 @@ def connect(url: str, *, max_connections: int | None = None) -> Redis:
             f"unsupported Redis URL {redact(url)!r}: expected redis://, rediss:// or unix://"
         )
     try:
-        return Redis.from_url(
+        pool = ConnectionPool.from_url(
             url,
             decode_responses=False,
             max_connections=max_connections,
@@ -42,3 +43,5 @@ def connect(url: str, *, max_connections: int | None = None) -> Redis:
         )
     except ValueError as exc:
         raise ConfigError(f"invalid Redis URL {redact(url)!r}: {exc}") from None
+    pool.connection_class = faster_connection_class(pool.connection_class)
+    return Redis(connection_pool=pool)

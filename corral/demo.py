@@ -100,7 +100,8 @@ async def _progress(redis: object, port: int, started: float) -> None:
         elapsed = time.monotonic() - started
         print(
             f"{elapsed:6.1f}s  succeeded={done:>8.0f}  waiting={waiting:>7}  "
-            f"active={gauges.get('active', 0):>4.0f}  prefetched={gauges.get('prefetched', 0):>4.0f}  "
+            f"active={gauges.get('active', 0):>4.0f}  "
+            f"prefetched={gauges.get('prefetched', 0):>4.0f}  "
             f"retried={gauges.get('retried', 0):>5.0f}  dead={dead:>4}  "
             f"loop_lag={gauges.get('lag', 0) * 1000:5.1f}ms",
             flush=True,

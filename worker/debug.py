@@ -1,23 +1,40 @@
-"""A dump of every asyncio task: name, state and where it is suspended.
-It names code locations only, never task arguments."""
+"""A dump of every asyncio task: name, state and where it is suspended (the whole
+chain of awaits). It names code locations only, never task arguments."""
 
 from __future__ import annotations
 
 import asyncio
+from types import FrameType
+from typing import Any
 
 
-def dump_tasks(limit_frames: int = 8) -> str:
-    lines: list[str] = []
+def _await_chain(coro: Any) -> tuple[list[FrameType], str]:
+    """The frames from a task's coroutine down to what it waits on, and that thing."""
+    frames: list[FrameType] = []
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None) or getattr(
+            coro, "ag_frame", None
+        )
+        if frame is None:
+            # A future (or its iterator): the bottom of the chain.
+            return frames, type(coro).__name__.replace("FutureIter", "Future")
+        frames.append(frame)
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None) or (
+            getattr(coro, "ag_await", None)
+        )
+    return frames, ""
+
+
+def dump_tasks(max_frames: int = 20) -> str:
     tasks = sorted(asyncio.all_tasks(), key=lambda t: t.get_name())
-    lines.append(f"{len(tasks)} asyncio tasks")
+    lines = [f"{len(tasks)} asyncio tasks"]
     for task in tasks:
         state = "cancelling" if task.cancelling() else ("done" if task.done() else "pending")
         lines.append(f"\n{task.get_name()} [{state}]")
-        frames = task.get_stack(limit=limit_frames)
-        if not frames:
-            coro = task.get_coro()
-            lines.append(f"  (no frame) {getattr(coro, '__qualname__', repr(coro))}")
-        for frame in frames:
+        frames, waiting_on = _await_chain(task.get_coro())
+        for frame in frames[-max_frames:]:
             code = frame.f_code
             lines.append(f"  {code.co_filename}:{frame.f_lineno} in {code.co_qualname}")
+        if waiting_on:
+            lines.append(f"  waiting on a {waiting_on}")
     return "\n".join(lines) + "\n"

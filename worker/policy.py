@@ -16,8 +16,9 @@ def retry_delay_s(
 ) -> float:
     """Exponential backoff with jitter: ``base_s * 2**(attempt-1)`` capped at ``max_s``,
     then spread over [50%, 100%] so that tasks that failed together do not retry together."""
-    ceiling = min(max_s, base_s * 2 ** min(attempt - 1, 60))
-    return ceiling * (0.5 + 0.5 * (rand or random).random())
+    ceiling = min(max_s, base_s * 2.0 ** min(attempt - 1, 60))
+    fraction: float = (rand or random).random()
+    return ceiling * (0.5 + 0.5 * fraction)
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,7 +60,8 @@ class RedisHealth:
             log.warning("redis unreachable (%s: %s); retrying until it is back", what, exc)
         self.reachable = False
         self._failures += 1
-        return min(5.0, 0.1 * 2 ** min(self._failures, 6)) * random.uniform(0.5, 1.0)
+        ceiling_s: float = min(5.0, 0.1 * 2 ** min(self._failures, 6))
+        return ceiling_s * random.uniform(0.5, 1.0)
 
     def succeeded(self) -> None:
         if not self.reachable:
@@ -107,6 +108,7 @@ class Worker:
         self._background: list[asyncio.Task[None]] = []
         self._started_ms = now_ms()
         self.metrics_port: int | None = None
+        self.started = asyncio.Event()  # set once claiming has begun
         self._lease_ms = int(settings.lease_s * 1000)
 
     # -- life cycle ------------------------------------------------------------------
@@ -136,6 +138,7 @@ class Worker:
                 log.info("worker http on http://%s:%d (/metrics /healthz /readyz)",
                          self.settings.metrics_host, self.metrics_port)
             self._start_background()
+            self.started.set()
             log.info(
                 "worker %s started: queues %s, concurrency %d, batch %d, redis %s",
                 self.settings.worker_id,
@@ -204,14 +207,13 @@ class Worker:
         for q in self._queues.values():
             q.wake.set()
             q.low.set()
-        for queue, job in list(self._scheduler.drain()):
+        for _, job in list(self._scheduler.drain()):
             self._acknowledge(job, Outcome(job, "q", number=1), "requeued", None)
-        if self._running_jobs:
+        running = [job.task for job in self._running_jobs.values() if job.task is not None]
+        if running:
             log.info("waiting up to %.1f s for %d running tasks",
-                     self.settings.grace_s, len(self._running_jobs))
-            deadline = time.monotonic() + self.settings.grace_s
-            while self._running_jobs and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
+                     self.settings.grace_s, len(running))
+            await asyncio.wait(running, timeout=self.settings.grace_s)
         leftover = [job.task for job in self._running_jobs.values() if job.task is not None]
         for job in list(self._running_jobs.values()):
             self._cancel_job(job, "shutdown")
@@ -223,6 +225,9 @@ class Worker:
 
     async def _flush_acks(self) -> None:
         ack_tasks = [t for t in self._background if t.get_name().startswith("corral:ack:")]
+        # A claim still in flight hands its tasks back through the acks: let it land first.
+        fetch_tasks = [t for t in self._background if t.get_name().startswith("corral:fetch:")]
+        await asyncio.gather(*fetch_tasks, return_exceptions=True)
         for q in self._queues.values():
             q.closing = True
             q.ack_wanted.set()
@@ -415,11 +420,13 @@ class Worker:
     async def _ack_loop(self, q: _Queue) -> None:
         """Send finished outcomes in batches: whatever piled up while the last call ran."""
         while True:
-            await q.ack_wanted.wait()
-            q.ack_wanted.clear()
             if not q.acks:
+                # Checked before every wait: a wake-up for closing may have been consumed
+                # while the last batch was being sent.
                 if q.closing:
                     return
+                await q.ack_wanted.wait()
+                q.ack_wanted.clear()
                 continue
             batch, q.acks = q.acks, []
             while True:
@@ -541,7 +548,7 @@ class Worker:
                 await asyncio.sleep(self._health.failed(exc, "subscribe"))
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def _lag_loop(self) -> None:
         while True:

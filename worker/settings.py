@@ -23,7 +23,9 @@ def parse_queue_weights(text: str) -> dict[str, int]:
         try:
             weight = int(weight_text) if sep else 1
         except ValueError:
-            raise ValueError(f"queue {name!r}: weight must be an integer, not {weight_text!r}")
+            raise ValueError(
+                f"queue {name!r}: weight must be an integer, not {weight_text!r}"
+            ) from None
         if not 1 <= weight <= 100:
             raise ValueError(f"queue {name!r}: weight must be between 1 and 100, not {weight}")
         if name in weights:

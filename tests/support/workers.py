@@ -26,8 +26,9 @@ class WorkerProcess:
         args: Sequence[str] = (),
         worker_id: str = "test-worker",
     ) -> None:
+        # No PYTHONPATH=ROOT: the root's operator/ folder would shadow the standard
+        # library's `operator` at start-up. `corral worker` finds tests.* from its cwd.
         env = dict(os.environ, CORRAL_TEST_REDIS_URL=redis_url, PYTHONUNBUFFERED="1")
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         self.command = [
             sys.executable, "-m", "corral", "worker", app, "--redis-url", redis_url,
             "--worker-id", worker_id, "--metrics-port", "0", *args,
@@ -67,17 +68,24 @@ class WorkerProcess:
 
     def kill(self) -> None:
         self.process.kill()
-        self.process.wait()
+        self.wait()
 
     def wait(self, timeout_s: float = 30.0) -> int:
-        code = self.process.wait(timeout_s)
+        try:
+            code = self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"worker still running after {timeout_s} s:\n{self.output()}"
+            ) from None
         self._reader.join(5)
+        if self.process.stderr is not None:
+            self.process.stderr.close()
         return code
 
     def close(self) -> None:
         if self.process.poll() is None:
             self.process.kill()
-            self.process.wait()
+        self.wait()
 
 
 def wait_for(predicate: object, timeout_s: float = 10.0, interval_s: float = 0.05) -> None:
