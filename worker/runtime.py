@@ -39,6 +39,8 @@ from corral.worker.settings import WorkerSettings
 log = logging.getLogger("corral.worker")
 
 TIMEOUT_SWEEP_S = 0.1
+# Outcomes per finish call: large enough to batch, small enough for one Lua unpack().
+MAX_ACK_BATCH = 1000
 LOOP_LAG_PROBE_S = 0.25
 # Stop running a task when its lease may have passed to another worker: the last
 # renewal is this share of a lease ago.
@@ -428,7 +430,7 @@ class Worker:
                 await q.ack_wanted.wait()
                 q.ack_wanted.clear()
                 continue
-            batch, q.acks = q.acks, []
+            batch, q.acks = q.acks[:MAX_ACK_BATCH], q.acks[MAX_ACK_BATCH:]
             while True:
                 try:
                     stale = await self._broker.finish(q.keys, batch)

@@ -28,7 +28,10 @@ for i = first_held, #ARGV, 2 do
     lost[#lost + 1] = id
   end
 end
-if #renew > 0 then redis.call('ZADD', leased, 'XX', unpack(renew)) end
+-- In slices: Lua's unpack() has a limit of a few thousand values.
+for i = 1, #renew, 2000 do
+  redis.call('ZADD', leased, 'XX', unpack(renew, i, math.min(i + 1999, #renew)))
+end
 
 local worker_key = prefix .. 'w:' .. worker
 redis.call('ZADD', workers, now_ms + registry_ttl_ms, worker)
