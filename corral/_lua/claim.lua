@@ -38,10 +38,16 @@ for p = 10, 1, -1 do
     if not ids then break end
     for i = 1, #ids do
       local id = ids[i]
-      if #id > 128 then id = redis.sha1hex(id) end
+      local well_formed = #id <= 128 and string.match(id, '^[%w_.:-]+$') ~= nil
+      if not well_formed then id = 'malformed-' .. redis.sha1hex(id) end
       local task_key = prefix .. 't:' .. id
       local f = redis.call('HMGET', task_key, 'state', 'name', 'payload', 'ready_ms', 'attempts')
-      if f[1] == 'queued' then
+      if not well_formed then
+        -- Ids are made by clients as hex; anything else was written straight into the list.
+        redis.call('HSET', task_key, 'state', 'dead', 'reason', 'malformed task id in the ready list',
+          'dead_ms', now_ms)
+        redis.call('RPUSH', dead, id)
+      elseif f[1] == 'queued' then
         local attempts = (tonumber(f[5]) or 0) + 1
         redis.call('HSET', task_key, 'state', 'running', 'attempts', attempts,
           'token', holder .. ':' .. attempts, 'started_ms', now_ms)

@@ -221,6 +221,7 @@ async def test_bad_input_is_dead_lettered_and_worker_goes_on(
     await redis_conn.hset(keys.task(bad_payload.id), "payload", b"\xff{not json")
     unknown = await client.enqueue("no_such_task")
     await redis_conn.rpush(keys.ready[0], "stray-id-without-record")
+    await redis_conn.rpush(keys.ready[3], b"\xff\xfe not an id {x}")
     raises = await client.enqueue("fail_no_dlq")
     bad_result = await client.enqueue("bad_result")
     good = await client.enqueue("noop", [42])
@@ -239,6 +240,10 @@ async def test_bad_input_is_dead_lettered_and_worker_goes_on(
     assert {bad_payload.id, unknown.id, "stray-id-without-record", bad_result.id} <= dead
     stray = await redis_conn.hgetall(keys.task("stray-id-without-record"))
     assert stray[b"reason"] == b"no task record for this id"
+    malformed = [i for i in dead if i.startswith("malformed-")]
+    assert len(malformed) == 1
+    record = await redis_conn.hgetall(keys.task(malformed[0]))
+    assert record[b"reason"] == b"malformed task id in the ready list"
 
 
 async def test_sync_functions_run_in_threads(client: Client, redis_url: str) -> None:
