@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -44,10 +44,18 @@ def _binaries_missing() -> list[str]:
     return missing
 
 
+_build_failure: list[Exception] = []  # from the collection-time build, raised by the fixture
+
+
 def ensure_built(config: pytest.Config | None = None) -> None:
     """Run scripts/k8s/build when anything is missing (a cold build takes long)."""
-    if not _binaries_missing():
+    if _build_failure:
+        raise _build_failure[0]
+    missing = _binaries_missing()
+    if not missing:
         return
+    if os.environ.get("CORRAL_K8S_BIN_DIR"):  # a prebuilt set given explicitly: do not build
+        raise RuntimeError(f"CORRAL_K8S_BIN_DIR={k8s_bin_dir()} lacks {', '.join(missing)}")
     capman = config.pluginmanager.getplugin("capturemanager") if config else None
     # Show build progress live instead of swallowing it.
     if capman is not None:
@@ -100,16 +108,23 @@ class Cluster:
                                f"(exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
 
     def start(self, timeout: float = 120) -> None:
-        self._script("up", f"--timeout={timeout}", timeout=timeout + 30)
+        # --owner-pid: the cluster goes away with this process even if teardown never runs.
+        self._script("up", f"--timeout={timeout}", f"--owner-pid={os.getpid()}",
+                     timeout=timeout + 30)
         self.server = self._read_server()
         self.wait_ready(timeout)
 
     def stop(self, *components: str) -> None:
         self._script("down", *components)
 
-    def restart_apiserver(self, timeout: float = 60) -> None:
-        """Stop kube-apiserver and start it again with the same flags and port;
-        returns once /readyz is OK. Other components reconnect on their own."""
+    def restart_apiserver(self, timeout: float = 60, downtime: float = 0) -> None:
+        """Stop kube-apiserver (SIGTERM; it answers 429 while draining), keep it
+        down for ``downtime`` seconds, start it again with the same flags and
+        port, and return once /readyz is OK. Other components reconnect on
+        their own."""
+        if downtime > 0:
+            self.stop("kube-apiserver")
+            time.sleep(downtime)
         self._script("up", "--restart=kube-apiserver", f"--timeout={timeout}",
                      timeout=timeout + 30)
         self._wait("API ready after restart", timeout,
@@ -155,7 +170,7 @@ class Cluster:
                 return line.split(":", 1)[1].strip()
         raise RuntimeError(f"no server in {self.kubeconfig}")
 
-    def _wait(self, what: str, timeout: float, check) -> None:  # type: ignore[no-untyped-def]
+    def _wait(self, what: str, timeout: float, check: Callable[[], bool]) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if check():
@@ -167,12 +182,17 @@ class Cluster:
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
                                   items: list[pytest.Item]) -> None:
     # Build before any test runs, so a cold build is not charged to a test's timeout.
+    # A failure here is reported by the fixture (as a test error) instead.
     if any("k8s" in getattr(item, "fixturenames", ()) for item in items):
-        ensure_built(config)
+        try:
+            ensure_built(config)
+        except (OSError, RuntimeError, subprocess.CalledProcessError) as e:
+            _build_failure.append(e)
 
 
 @pytest.fixture(scope="session")
-def k8s(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def k8s(request: pytest.FixtureRequest,
+        tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     ensure_built(request.config)
     # pytest keeps the last few basetemps, so logs survive the run for debugging.
     cluster = Cluster(tmp_path_factory.mktemp("k8s"), k8s_bin_dir())
