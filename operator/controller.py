@@ -1,0 +1,517 @@
+"""One TaskQueue's control loop: read the queues, decide, reconcile the Deployment,
+report. The kopf daemon in ``handlers`` runs :meth:`TaskQueueController.run` once
+per TaskQueue, so a broken TaskQueue only ever stalls its own loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from corral.connection import connect, redact
+from corral.depths import QueueDepth, read_queue_depths
+from corral.errors import ConfigError
+from corral.operator import deployment as dep
+from corral.operator import models
+from corral.operator import status as st
+from corral.operator.kube import Kube, KubeError, NotFound, ObjectRef, now_rfc3339
+from corral.operator.metrics import OperatorMetrics
+from corral.operator.policy import Decision, Load, PolicyState, ScalingParams, decide
+from corral.scripts import Scripts
+
+log = logging.getLogger("corral.operator")
+Body = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerSettings:
+    """Operator-wide knobs of every TaskQueue loop."""
+
+    # A Redis read slower than this counts as a failure.
+    redis_timeout_s: float = 5.0
+    # Retries after failures back off from pollSeconds up to this.
+    max_backoff_s: float = 10.0
+    # How often a Redis URL from a Secret is read again.
+    secret_refresh_s: float = 60.0
+    # Poll interval while the spec is invalid or the TaskQueue is being deleted.
+    invalid_spec_retry_s: float = 30.0
+
+
+@dataclass
+class Runtime:
+    """What every handler shares: clients, metrics, settings and the live loops."""
+
+    kube: Kube
+    metrics: OperatorMetrics
+    settings: ControllerSettings = field(default_factory=ControllerSettings)
+    clock: Callable[[], float] = time.monotonic
+    controllers: dict[str, TaskQueueController] = field(default_factory=dict)
+
+
+class StopFlag(Protocol):
+    """kopf's ``stopped`` flag of a daemon."""
+
+    def __bool__(self) -> bool: ...
+
+    def wait(self, timeout: float | None = None) -> Awaitable[object]: ...
+
+
+class _Prefixed(logging.LoggerAdapter[logging.Logger]):
+    """Log lines that name their TaskQueue, in text and JSON logs alike."""
+
+    def process(
+        self, msg: Any, kwargs: MutableMapping[str, Any]
+    ) -> tuple[Any, MutableMapping[str, Any]]:
+        extra = dict(self.extra or {})
+        kwargs["extra"] = {**extra, **kwargs.get("extra", {})}
+        return f"[{extra['taskqueue']}] {msg}", kwargs
+
+
+@dataclass(slots=True)
+class _Observation:
+    depths: dict[str, QueueDepth] | None = None
+    redis_error: str | None = None
+    redis_reason: str = "Connected"
+    deployment: Body | None = None
+    deployment_problem: tuple[str, str] | None = None
+
+
+class TaskQueueController:
+    def __init__(self, runtime: Runtime, name: str, namespace: str, uid: str) -> None:
+        self.runtime = runtime
+        self.owner = dep.Owner(name, namespace, uid)
+        self.ref = ObjectRef(models.API_VERSION, models.KIND, name, namespace, uid)
+        self._log = _Prefixed(log, {"taskqueue": f"{namespace}/{name}"})
+        self._wake = asyncio.Event()
+        self._policy: PolicyState | None = None
+        self._applied_generation: int | None = None
+        self._spec: tuple[int | None, models.TaskQueueSpec] | None = None
+        self._invalid_generation: int | None = None
+        self._seen_generation: int | None = None
+        self._redis: Redis | None = None
+        self._scripts: Scripts | None = None
+        self._redis_source: models.RedisSpec | None = None
+        self._redis_url: str | None = None
+        self._url_read_s = float("-inf")
+        self._failures = 0
+        self._was_reachable: bool | None = None
+        self._written_status: Body | None = None
+        self._last_scale_time: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.owner.name
+
+    @property
+    def namespace(self) -> str:
+        return self.owner.namespace
+
+    # -- the loop ------------------------------------------------------------------------
+
+    async def run(self, body: Mapping[str, Any], stopped: StopFlag) -> None:
+        """Reconcile every pollSeconds until stopped. ``body`` is kopf's live view."""
+        self._last_scale_time = (body.get("status") or {}).get("lastScaleTime")
+        stop_watch = asyncio.create_task(self._wake_when(stopped))
+        try:
+            while not stopped:
+                delay_s = await self._survive(body)
+                if stopped:
+                    break
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), delay_s)
+        finally:
+            stop_watch.cancel()
+            await asyncio.gather(stop_watch, return_exceptions=True)
+            await self.close()
+
+    async def _survive(self, body: Mapping[str, Any]) -> float:
+        """One pass; a bug in it is logged and retried instead of ending the loop."""
+        try:
+            return await self.reconcile_once(body)
+        except Exception:
+            self._count_error("unexpected")
+            self._log.exception("reconcile failed unexpectedly; retrying")
+            self._failures += 1
+            return self.runtime.settings.max_backoff_s
+
+    async def _wake_when(self, stopped: StopFlag) -> None:
+        await stopped.wait()
+        self._wake.set()
+
+    @property
+    def acted_on_generation(self) -> int | None:
+        return self._seen_generation
+
+    def wake(self) -> None:
+        """Reconcile now instead of at the next poll (the spec changed)."""
+        self._wake.set()
+
+    async def close(self) -> None:
+        await self._drop_redis()
+
+    async def reconcile_once(self, body: Mapping[str, Any]) -> float:
+        """One pass; returns the seconds until the next one. Expected failures (Redis,
+        the Kubernetes API, the spec) become a condition, a metric and a retry."""
+        started = self.runtime.clock()
+        generation = body.get("metadata", {}).get("generation")
+        self._seen_generation = generation
+        if body.get("metadata", {}).get("deletionTimestamp"):
+            return self.runtime.settings.invalid_spec_retry_s  # going away: touch nothing
+        try:
+            spec = self._parse(body, generation)
+        except ValidationError as exc:
+            await self._report_invalid(body, generation, _validation_message(exc))
+            return self.runtime.settings.invalid_spec_retry_s
+        try:
+            delay_s = await self._reconcile(body, spec, generation)
+        except KubeError as exc:
+            self._failures += 1
+            self._count_error("kubernetes")
+            self._log.warning("reconcile failed: %s", exc)
+            delay_s = self._backoff_s(spec)
+        finally:
+            self.runtime.metrics.poll_duration.labels(self.namespace, self.name).observe(
+                self.runtime.clock() - started)
+        return delay_s
+
+    async def _reconcile(
+        self, body: Mapping[str, Any], spec: models.TaskQueueSpec, generation: int | None
+    ) -> float:
+        seen = _Observation()
+        await self._read_queues(spec, seen)
+        seen.deployment = await self.runtime.kube.get_deployment(
+            self.namespace, dep.deployment_name(self.name))
+        current = _replicas(seen.deployment)
+        decision = self._decide(spec, current, seen.depths)
+        if decision.desired < current and not await self._set_deletion_costs(seen.depths):
+            decision = Decision(current, current, decision.recommended, decision.reason,
+                                "holding: could not mark idle pods for deletion first")
+        try:
+            seen.deployment = await self._write_deployment(spec, seen.deployment, decision)
+        except KubeError as exc:
+            self._count_error("deployment")
+            self._log.warning("deployment not reconciled: %s", exc)
+            seen.deployment_problem = ("DeploymentFailed", str(exc))
+            decision = Decision(current, current, decision.recommended, decision.reason,
+                                decision.message)
+        else:
+            await self._announce_scale(decision)
+        await self._report(body, generation, spec, decision, seen)
+        self._failures = self._failures + 1 if seen.redis_error else 0
+        return self._backoff_s(spec) if seen.redis_error else float(spec.scaling.poll_seconds)
+
+    # -- spec ----------------------------------------------------------------------------
+
+    def _parse(self, body: Mapping[str, Any], generation: int | None) -> models.TaskQueueSpec:
+        if self._spec is not None and self._spec[0] == generation and generation is not None:
+            return self._spec[1]
+        spec = models.TaskQueueSpec.model_validate(body.get("spec") or {})
+        self._spec = (generation, spec)
+        return spec
+
+    async def _report_invalid(
+        self, body: Mapping[str, Any], generation: int | None, message: str
+    ) -> None:
+        self._count_error("spec")
+        if self._invalid_generation != generation:
+            self._invalid_generation = generation
+            self._log.warning("%s", message)
+            await self._event("Warning", "InvalidSpec", message)
+        now = now_rfc3339()
+        previous = self._previous_conditions(body)
+        conditions = st.merge_conditions(previous, [
+            st.ConditionUpdate("Ready", "False", "InvalidSpec", message),
+            st.scaling_condition(None, message),
+        ], generation, now)
+        await self._write_status({"observedGeneration": generation, "conditions": conditions})
+
+    # -- redis ---------------------------------------------------------------------------
+
+    async def _read_queues(self, spec: models.TaskQueueSpec, seen: _Observation) -> None:
+        try:
+            redis, scripts = await self._connection(spec.redis)
+            seen.depths = await asyncio.wait_for(
+                read_queue_depths(redis, spec.queue_names, scripts),
+                self.runtime.settings.redis_timeout_s)
+        except NotFound as exc:
+            seen.redis_error, seen.redis_reason = str(exc), "SecretNotFound"
+        except KubeError as exc:
+            seen.redis_error, seen.redis_reason = str(exc), "SecretUnreadable"
+        except (RedisError, OSError, TimeoutError, ConfigError) as exc:
+            text = str(exc) or type(exc).__name__
+            seen.redis_error, seen.redis_reason = f"redis: {text}", "ConnectionFailed"
+        if seen.redis_error is not None:
+            await self._drop_redis()
+        await self._announce_redis(seen.redis_error)
+
+    async def _connection(self, source: models.RedisSpec) -> tuple[Redis, Scripts]:
+        """The client for ``source``; a URL from a Secret is read again now and then,
+        so a changed Secret (a rotated password, a moved Redis) is picked up."""
+        now_s = self.runtime.clock()
+        fresh = now_s - self._url_read_s < self.runtime.settings.secret_refresh_s
+        if self._redis is not None and source == self._redis_source \
+                and (source.url_secret_ref is None or fresh):
+            assert self._scripts is not None
+            return self._redis, self._scripts
+        url = await self._url(source)
+        self._url_read_s = now_s
+        if self._redis is not None and source == self._redis_source and url == self._redis_url:
+            assert self._scripts is not None
+            return self._redis, self._scripts
+        await self._drop_redis()
+        self._redis = connect(url, max_connections=4)
+        self._scripts = Scripts.register(self._redis)
+        self._redis_source, self._redis_url = source, url
+        self._log.info("connecting to redis at %s", redact(url))
+        return self._redis, self._scripts
+
+    async def _url(self, source: models.RedisSpec) -> str:
+        if source.url_secret_ref is None:
+            assert source.url is not None  # the model requires url or urlSecretRef
+            return source.url
+        ref = source.url_secret_ref
+        return (await self.runtime.kube.read_secret_key(self.namespace, ref.name, ref.key)).strip()
+
+    async def _drop_redis(self) -> None:
+        redis, self._redis, self._scripts, self._redis_source = self._redis, None, None, None
+        if redis is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await redis.aclose()
+
+    async def _announce_redis(self, error: str | None) -> None:
+        reachable = error is None
+        self.runtime.metrics.redis_up.labels(self.namespace, self.name).set(int(reachable))
+        if reachable == self._was_reachable:
+            return
+        if not reachable:
+            self._log.warning("redis unreachable, holding replicas: %s", error)
+            await self._event("Warning", "RedisUnreachable",
+                              f"{error}; holding the replica count until Redis is back")
+        elif self._was_reachable is False:
+            self._log.info("redis reachable again")
+            await self._event("Normal", "RedisReachable", "Redis is reachable again")
+        self._was_reachable = reachable
+
+    # -- scaling -------------------------------------------------------------------------
+
+    def _decide(
+        self, spec: models.TaskQueueSpec, current: int, depths: Mapping[str, QueueDepth] | None
+    ) -> Decision:
+        now_s = self.runtime.clock()
+        if self._policy is None:
+            self._policy = PolicyState.resumed(now_s, current)
+        load = None if depths is None else Load(
+            backlog=sum(d.backlog for d in depths.values()),
+            in_flight=sum(d.in_flight for d in depths.values()))
+        decision, self._policy = decide(_params(spec.scaling), self._policy, current, load, now_s)
+        return decision
+
+    async def _set_deletion_costs(self, depths: Mapping[str, QueueDepth] | None) -> bool:
+        """Mark each worker pod with its in-flight count so the ReplicaSet removes idle
+        pods first. False when the pods could not be marked."""
+        in_flight: dict[str, int] = defaultdict(int)
+        for depth in (depths or {}).values():
+            for worker in depth.workers:
+                in_flight[worker.worker_id] += worker.in_flight
+        try:
+            pods = await self.runtime.kube.list_pods(self.namespace,
+                                                     dep.label_selector(self.name))
+            live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+            costs = dep.deletion_costs([p["metadata"]["name"] for p in live], in_flight)
+            changes = [
+                self.runtime.kube.annotate_pod(
+                    self.namespace, pod["metadata"]["name"],
+                    {dep.DELETION_COST_ANNOTATION: str(costs[pod["metadata"]["name"]])})
+                for pod in live
+                if (pod["metadata"].get("annotations") or {}).get(dep.DELETION_COST_ANNOTATION)
+                != str(costs[pod["metadata"]["name"]])
+            ]
+            await asyncio.gather(*changes)
+        except KubeError as exc:
+            self._count_error("deletion_cost")
+            self._log.warning("could not set pod deletion costs: %s", exc)
+            return False
+        return True
+
+    async def _write_deployment(
+        self, spec: models.TaskQueueSpec, current: Body | None, decision: Decision
+    ) -> Body:
+        """Apply the rendered Deployment when it is missing, outdated or edited by
+        someone else (its generation moved without us); else only patch the replicas."""
+        rendered = dep.render(self.owner, spec, decision.desired)
+        wanted_hash = rendered["metadata"]["annotations"][dep.SPEC_HASH_ANNOTATION]
+        if current is None:
+            self._log.info("creating deployment %s", rendered["metadata"]["name"])
+        drifted = (
+            current is None
+            or (current["metadata"].get("annotations") or {}).get(dep.SPEC_HASH_ANNOTATION)
+            != wanted_hash
+            or current["metadata"].get("generation") != self._applied_generation
+        )
+        if drifted:
+            result = await self.runtime.kube.apply_deployment(rendered)
+        elif decision.changed:
+            result = await self.runtime.kube.scale_deployment(
+                self.namespace, rendered["metadata"]["name"], decision.desired)
+        else:
+            return current  # type: ignore[return-value]  # drifted covers None
+        self._applied_generation = result["metadata"].get("generation")
+        return result
+
+    async def _announce_scale(self, decision: Decision) -> None:
+        if not decision.changed:
+            return
+        up = decision.desired > decision.current
+        self._last_scale_time = now_rfc3339()
+        self.runtime.metrics.scale_decisions.labels(
+            self.namespace, self.name, "up" if up else "down").inc()
+        message = (f"Scaled {dep.deployment_name(self.name)} from {decision.current} to "
+                   f"{decision.desired} replicas ({decision.reason}): {decision.message}")
+        self._log.info("%s", message)
+        await self._event("Normal", "ScaledUp" if up else "ScaledDown", message)
+
+    # -- reporting -----------------------------------------------------------------------
+
+    async def _report(
+        self,
+        body: Mapping[str, Any],
+        generation: int | None,
+        spec: models.TaskQueueSpec,
+        decision: Decision,
+        seen: _Observation,
+    ) -> None:
+        replicas = _replicas(seen.deployment)
+        ready = int(((seen.deployment or {}).get("status") or {}).get("readyReplicas") or 0)
+        status: Body = {
+            "queues": dep.queues_arg(spec),
+            "replicas": replicas,
+            "readyReplicas": ready,
+            "desiredReplicas": decision.desired,
+            "observedGeneration": generation,
+        }
+        if seen.depths is not None:
+            status["backlog"] = sum(d.backlog for d in seen.depths.values())
+            status["inFlight"] = sum(d.in_flight for d in seen.depths.values())
+        if self._last_scale_time:
+            status["lastScaleTime"] = self._last_scale_time
+        previous = self._previous_conditions(body)
+        status["conditions"] = st.merge_conditions(previous, [
+            st.ready_condition(decision.desired, ready, seen.deployment_problem),
+            st.redis_condition(seen.redis_error, seen.redis_reason, len(spec.queues)),
+            st.scaling_condition(decision),
+        ], generation, now_rfc3339())
+        self._export(status, spec.scaling, seen.depths)
+        await self._write_status(status)
+
+    def _previous_conditions(self, body: Mapping[str, Any]) -> list[Body]:
+        # Our last write is fresher than the watched body, which may lag behind it.
+        source = self._written_status or body.get("status") or {}
+        return list(source.get("conditions") or [])
+
+    def _export(
+        self, status: Body, scaling: models.ScalingSpec, depths: Mapping[str, QueueDepth] | None
+    ) -> None:
+        m, labels = self.runtime.metrics, (self.namespace, self.name)
+        m.desired_replicas.labels(*labels).set(status["desiredReplicas"])
+        m.current_replicas.labels(*labels).set(status["replicas"])
+        m.ready_replicas.labels(*labels).set(status["readyReplicas"])
+        m.min_replicas.labels(*labels).set(scaling.min_replicas)
+        m.max_replicas.labels(*labels).set(scaling.max_replicas)
+        if depths is not None:
+            m.backlog.labels(*labels).set(status["backlog"])
+            m.in_flight.labels(*labels).set(status["inFlight"])
+            m.set_dead_letter(*labels, {q: d.dead for q, d in depths.items()})
+
+    async def _write_status(self, status: Body) -> None:
+        if status == self._written_status:
+            return
+        try:
+            await self.runtime.kube.patch_taskqueue_status(self.namespace, self.name, status)
+        except NotFound:
+            return  # deleted meanwhile; the daemon is about to stop
+        except KubeError as exc:
+            self._count_error("status")
+            self._log.warning("status not written: %s", exc)
+            return
+        self._written_status = status
+
+    async def _event(self, kind: str, reason: str, message: str) -> None:
+        try:
+            await self.runtime.kube.post_event(
+                self.ref, "Warning" if kind == "Warning" else "Normal", reason, message)
+        except KubeError as exc:
+            self._count_error("event")
+            self._log.warning("event %s not posted: %s", reason, exc)
+
+    def _count_error(self, stage: str) -> None:
+        self.runtime.metrics.reconcile_errors.labels(self.namespace, self.name, stage).inc()
+
+    def _backoff_s(self, spec: models.TaskQueueSpec) -> float:
+        poll_s = float(spec.scaling.poll_seconds)
+        ceiling_s = max(poll_s, self.runtime.settings.max_backoff_s)
+        return float(min(poll_s * 2 ** min(self._failures, 10), ceiling_s))
+
+
+def _params(scaling: models.ScalingSpec) -> ScalingParams:
+    return ScalingParams(
+        min_replicas=scaling.min_replicas,
+        max_replicas=scaling.max_replicas,
+        target_per_replica=scaling.target_backlog_per_replica,
+        activation_backlog=scaling.activation_backlog,
+        stabilization_s=float(scaling.scale_down_stabilization_seconds),
+        cooldown_s=float(scaling.cooldown_seconds),
+        paused=scaling.paused,
+    )
+
+
+def _replicas(deployment: Body | None) -> int:
+    if deployment is None:
+        return 0
+    return int((deployment.get("spec") or {}).get("replicas") or 0)
+
+
+def _validation_message(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors()[:5]:
+        where = ".".join(str(p) for p in error["loc"])
+        parts.append(f"spec.{where}: {error['msg']}" if where else error["msg"])
+    return "invalid spec: " + "; ".join(parts)
+
+
+async def run_taskqueue(runtime: Runtime, body: Mapping[str, Any], stopped: StopFlag) -> None:
+    """The control loop of one TaskQueue, for as long as it exists."""
+    meta = body["metadata"]
+    loop = TaskQueueController(runtime, meta["name"], meta["namespace"], meta["uid"])
+    runtime.controllers[meta["uid"]] = loop
+    try:
+        await loop.run(body, stopped)
+    finally:
+        runtime.controllers.pop(meta["uid"], None)
+        runtime.metrics.forget(meta["namespace"], meta["name"])
+
+
+def _loop_of(runtime: Runtime, body: Mapping[str, Any]) -> TaskQueueController | None:
+    return runtime.controllers.get((body.get("metadata") or {}).get("uid", ""))
+
+
+def spec_changed(runtime: Runtime, body: Mapping[str, Any]) -> bool:
+    """True when the TaskQueue's loop has not yet acted on this spec generation."""
+    loop = _loop_of(runtime, body)
+    generation = (body.get("metadata") or {}).get("generation")
+    return loop is not None and loop.acted_on_generation != generation
+
+
+def wake(runtime: Runtime, body: Mapping[str, Any]) -> None:
+    loop = _loop_of(runtime, body)
+    if loop is not None:
+        loop.wake()

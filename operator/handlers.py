@@ -1,0 +1,41 @@
+"""Everything the operator reacts to, in one place. Each handler is a thin wrapper
+around a plain async function of ``corral.operator.controller``.
+
+- login: credentials for kopf's own watches (in-cluster, else the kubeconfig).
+- a daemon per TaskQueue: its control loop, stopped when the TaskQueue goes.
+- a TaskQueue's spec changed: wake its loop at once instead of at the next poll.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from corral.operator import controller, models
+from corral.operator.controller import Runtime
+
+TASKQUEUES = (models.GROUP, models.VERSION, models.PLURAL)
+
+
+def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.login(registry=registry)
+    async def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        return await kopf.login_via_async_client(**kwargs)
+
+    # When the TaskQueue is deleted or the operator stops, the loop finishes its pass
+    # and exits; only a pass stuck longer than the backoff is cancelled.
+    @kopf.daemon(*TASKQUEUES, id="control-loop", registry=registry,
+                 cancellation_backoff=5.0, cancellation_timeout=10.0)
+    async def control_loop(body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> None:
+        await controller.run_taskqueue(runtime, body, stopped)
+
+    # The filter keeps the many status-only events from running (and logging) anything.
+    @kopf.on.event(*TASKQUEUES, id="spec-watch", registry=registry,
+                   when=lambda body, **_: controller.spec_changed(runtime, body))
+    async def spec_watch(body: kopf.Body, **_: Any) -> None:
+        controller.wake(runtime, body)
+
+    return registry

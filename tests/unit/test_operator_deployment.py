@@ -1,0 +1,144 @@
+"""Rendering the worker Deployment from a TaskQueue spec."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from corral.operator import deployment as dep
+from corral.operator import models
+from tests.unit.test_operator_models import VALID, with_change
+
+OWNER = dep.Owner(name="emails", namespace="shop", uid="1234-5678")
+
+
+def render(spec: dict[str, Any] = VALID, replicas: int = 3) -> dict[str, Any]:
+    return dep.render(OWNER, models.TaskQueueSpec.model_validate(spec), replicas)
+
+
+def container(body: dict[str, Any]) -> dict[str, Any]:
+    [c] = body["spec"]["template"]["spec"]["containers"]
+    return c
+
+
+def env(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in container(body)["env"]}
+
+
+def test_name_owner_and_labels() -> None:
+    body = render()
+    meta = body["metadata"]
+    assert (meta["name"], meta["namespace"]) == ("emails-worker", "shop")
+    assert meta["ownerReferences"] == [{
+        "apiVersion": "corral.dev/v1alpha1", "kind": "TaskQueue", "name": "emails",
+        "uid": "1234-5678", "controller": True, "blockOwnerDeletion": True}]
+    assert meta["labels"]["app.kubernetes.io/managed-by"] == "corral-operator"
+    assert meta["labels"]["app.kubernetes.io/instance"] == "emails"
+    selector = body["spec"]["selector"]["matchLabels"]
+    assert selector == {"corral.dev/taskqueue": "emails", "app.kubernetes.io/component": "worker"}
+    assert selector.items() <= body["spec"]["template"]["metadata"]["labels"].items()
+    assert body["spec"]["replicas"] == 3
+
+
+def test_worker_command() -> None:
+    spec = with_change("worker", {**VALID["worker"], "concurrency": 7, "batchSize": 3,
+                                  "leaseSeconds": 12, "graceSeconds": 20})
+    assert container(render(spec))["command"] == [
+        "corral", "worker", "app.tasks:app", "--queues", "default=1,critical=5",
+        "--concurrency", "7", "--batch-size", "3", "--lease-seconds", "12",
+        "--grace-seconds", "20", "--metrics-host", "0.0.0.0", "--metrics-port", "9100",
+        "--worker-id", "$(POD_NAME)", "--log-format", "json", "--log-level", "INFO",
+    ]
+
+
+def test_redis_url_from_secret_never_inline() -> None:
+    body = render(with_change("redis", {"urlSecretRef": {"name": "redis-auth", "key": "url"}}))
+    url = env(body)["CORRAL_REDIS_URL"]
+    assert url == {"name": "CORRAL_REDIS_URL",
+                   "valueFrom": {"secretKeyRef": {"name": "redis-auth", "key": "url"}}}
+    assert env(render())["CORRAL_REDIS_URL"]["value"] == "redis://redis.example:6379/0"
+
+
+def test_pod_name_comes_from_the_downward_api() -> None:
+    assert env(render())["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+
+
+def test_user_env_is_passed_through() -> None:
+    body = render(with_change("worker.env", [
+        {"name": "A", "value": "1"},
+        {"name": "B", "valueFrom": {"configMapKeyRef": {"name": "cm", "key": "b"}}}]))
+    assert env(body)["A"] == {"name": "A", "value": "1"}
+    assert env(body)["B"]["valueFrom"] == {"configMapKeyRef": {"name": "cm", "key": "b"}}
+
+
+def test_probes_and_metrics_port() -> None:
+    c = container(render())
+    assert c["ports"] == [{"name": "metrics", "containerPort": 9100, "protocol": "TCP"}]
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+
+
+def test_security_context() -> None:
+    body = render()
+    pod = body["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 65532
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    sc = container(body)["securityContext"]
+    assert sc == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                  "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}}
+    # A writable /tmp, since the root filesystem is read-only.
+    assert {"name": "tmp", "mountPath": "/tmp"} in container(body)["volumeMounts"]
+
+
+def test_termination_grace_covers_the_drain() -> None:
+    body = render(with_change("worker.graceSeconds", 120))
+    pod = body["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] == 120 + dep.TERMINATION_MARGIN_S
+
+
+def test_pod_spec_options() -> None:
+    worker = {
+        **VALID["worker"],
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}},
+        "nodeSelector": {"pool": "workers"},
+        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "w",
+                         "effect": "NoSchedule"}],
+        "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []}},
+        "serviceAccountName": "worker-sa",
+        "imagePullSecrets": [{"name": "regcred"}],
+        "priorityClassName": "batch",
+        "imagePullPolicy": "Always",
+        "podLabels": {"team": "mail"},
+        "podAnnotations": {"prometheus.io/scrape": "true"},
+    }
+    body = render(with_change("worker", worker))
+    pod = body["spec"]["template"]["spec"]
+    assert container(body)["resources"] == worker["resources"]
+    assert container(body)["imagePullPolicy"] == "Always"
+    assert pod["nodeSelector"] == {"pool": "workers"}
+    assert pod["tolerations"] == worker["tolerations"]
+    assert pod["affinity"] == worker["affinity"]
+    assert pod["serviceAccountName"] == "worker-sa"
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+    assert pod["priorityClassName"] == "batch"
+    template_meta = body["spec"]["template"]["metadata"]
+    assert template_meta["labels"]["team"] == "mail"
+    assert template_meta["annotations"] == {"prometheus.io/scrape": "true"}
+
+
+def test_pod_labels_cannot_break_the_selector() -> None:
+    body = render(with_change("worker.podLabels", {"corral.dev/taskqueue": "other"}))
+    assert body["spec"]["template"]["metadata"]["labels"]["corral.dev/taskqueue"] == "emails"
+
+
+def test_spec_hash_ignores_replicas_and_follows_the_spec() -> None:
+    a = render(replicas=1)["metadata"]["annotations"][dep.SPEC_HASH_ANNOTATION]
+    b = render(replicas=9)["metadata"]["annotations"][dep.SPEC_HASH_ANNOTATION]
+    c = render(with_change("worker.concurrency", 8))["metadata"]["annotations"][
+        dep.SPEC_HASH_ANNOTATION]
+    assert a == b != c
+
+
+def test_deletion_costs_favour_idle_pods() -> None:
+    costs = dep.deletion_costs(["w-a", "w-b", "w-c"], {"w-b": 4, "w-c": 0, "gone": 9})
+    assert costs == {"w-a": 0, "w-b": 4, "w-c": 0}
