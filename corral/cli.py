@@ -153,6 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
     operator.add_argument("--peering", default=None,
                           help="kopf peering name, for several operator replicas with one "
                                "active (default: standalone)")
+    operator.add_argument("--priority", type=int, default=None,
+                          help="kopf peering priority; the highest live replica is active "
+                               "(default: from the start time, so the oldest replica wins)")
+    operator.add_argument("--peering-lifetime", type=_int_range(1, 3600), default=20,
+                          metavar="SECONDS",
+                          help="how long a replica that stopped without a goodbye keeps "
+                               "the others on standby (default 20)")
     operator.add_argument("--log-format", choices=("text", "json"), default="text")
 
     demo = commands.add_parser(

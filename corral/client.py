@@ -19,7 +19,7 @@ from corral.app import App
 from corral.connection import connect, default_url
 from corral.errors import InvalidTask, TaskCancelled, TaskFailed
 from corral.keys import QueueKeys, queue_keys, queue_of_channel
-from corral.scripts import Scripts
+from corral.scripts import Scripts, call_many
 from corral.serialization import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     decode_error,
@@ -130,7 +130,9 @@ class Client:
         key: str | None = None,
     ) -> TaskHandle:
         """Enqueue one task. With ``key``, a live task with the same key is returned instead."""
-        call = Enqueue(name, args or (), kwargs or {}, queue, priority, delay, key)
+        # `is None`, not `or`: a falsy wrong value (0, "", []) must be refused, not ignored.
+        call = Enqueue(name, () if args is None else args, {} if kwargs is None else kwargs,
+                       queue, priority, delay, key)
         keys, argv = self._prepare(call)
         ids = await self.scripts.enqueue(keys=_queue_keys(keys), args=[*_wake_args(keys), *argv])
         return TaskHandle(self, keys.queue, ids[0].decode())
@@ -148,12 +150,10 @@ class Client:
                 batches[-1][1].extend(call_argv)
             else:
                 batches.append((keys, list(call_argv)))
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for keys, argv in batches:
-                await self.scripts.enqueue(
-                    keys=_queue_keys(keys), args=[*_wake_args(keys), *argv], client=pipe
-                )
-            replies = await pipe.execute()
+        replies = await call_many(self.redis, [
+            (self.scripts.enqueue, _queue_keys(keys), [*_wake_args(keys), *argv])
+            for keys, argv in batches
+        ])
         return [
             TaskHandle(self, keys.queue, task_id.decode())
             for (keys, _), ids in zip(batches, replies, strict=True)
@@ -166,7 +166,9 @@ class Client:
         task_def = self.app.tasks.get(call.name) if self.app else None
         if self.app is not None and task_def is None:
             raise InvalidTask(f"unknown task {call.name!r}")
-        queue = call.queue or (task_def.queue if task_def else "default")
+        queue = call.queue
+        if queue is None:  # not `or`: an empty name is refused, not taken for the default
+            queue = task_def.queue if task_def else "default"
         try:
             keys = queue_keys(queue)
         except (ValueError, TypeError) as exc:

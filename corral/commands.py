@@ -149,8 +149,10 @@ async def dlq(args: argparse.Namespace) -> int:
         if args.action == "list":
             for task in await dead_tasks(redis, args.queue, args.limit):
                 when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(task.dead_ms / 1000))
-                print(f"{task.id}  {task.name or '-'}  attempts={task.attempts}  {when}Z  "
-                      f"{task.error_type}: {task.message}")
+                # Names and messages come from whatever was written to Redis: one line each,
+                # with no control characters reaching the terminal.
+                print(_one_line(f"{task.id}  {task.name or '-'}  attempts={task.attempts}  "
+                                f"{when}Z  {task.error_type}: {task.message}"))
             return 0
         count = await dlq_change(redis, args.queue, args.action, args.ids)
         print(f"{args.action}d {count} tasks")
@@ -159,13 +161,18 @@ async def dlq(args: argparse.Namespace) -> int:
         await redis.aclose()
 
 
+def _one_line(text: str) -> str:
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def operator(args: argparse.Namespace) -> int:
     from corral.operator.main import run_operator
 
     setup_logging(args.log_format)
     run_operator(
         namespaces=args.namespaces, metrics_port=args.metrics_port, health_port=args.health_port,
-        host=args.host, peering=args.peering,
+        host=args.host, peering=args.peering, priority=args.priority,
+        peering_lifetime_s=args.peering_lifetime,
     )
     return 0
 

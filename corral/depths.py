@@ -10,7 +10,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from corral.keys import queue_keys
-from corral.scripts import Scripts
+from corral.scripts import Scripts, call_many
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,15 +53,15 @@ async def read_queue_depths(
     """Depths of ``queues`` read in one pipelined round trip, each queue atomically.
     Raises redis-py's ConnectionError (or TimeoutError) when Redis cannot be reached."""
     scripts = scripts or Scripts.register(redis)
-    async with redis.pipeline(transaction=False) as pipe:
-        for queue in queues:
-            keys = queue_keys(queue)
-            await scripts.depths(
-                keys=[*keys.ready, keys.scheduled, keys.leased, keys.dead, keys.workers],
-                args=[keys.prefix],
-                client=pipe,
-            )
-        replies = await pipe.execute()
+    calls = []
+    for queue in queues:
+        keys = queue_keys(queue)
+        calls.append((
+            scripts.depths,
+            [*keys.ready, keys.scheduled, keys.leased, keys.dead, keys.workers],
+            [keys.prefix],
+        ))
+    replies = await call_many(redis, calls)
     return {queue: _depth(queue, reply) for queue, reply in zip(queues, replies, strict=True)}
 
 

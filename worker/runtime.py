@@ -17,7 +17,7 @@ from typing import Any
 
 from prometheus_client.registry import CollectorRegistry
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import ReadOnlyError, RedisError, ResponseError
 
 from corral.app import App, TaskDef
 from corral.connection import connect, redact
@@ -62,7 +62,9 @@ class RedisHealth:
             log.warning("redis unreachable (%s: %s); retrying until it is back", what, exc)
         self.reachable = False
         self._failures += 1
-        ceiling_s: float = min(5.0, 0.1 * 2 ** min(self._failures, 6))
+        # At most 1 s: the loops share this count, and none should sleep long after Redis
+        # is back.
+        ceiling_s: float = min(1.0, 0.05 * 2 ** min(self._failures, 5))
         return ceiling_s * random.uniform(0.5, 1.0)
 
     def succeeded(self) -> None:
@@ -307,6 +309,11 @@ class Worker:
             self._start(q, job)
 
     def _start(self, q: _Queue, job: Job) -> None:
+        if time.monotonic() - q.renewed_at > self.settings.lease_s * SELF_FENCE_SHARE:
+            # Leases not renewed for too long may have passed to another worker: a
+            # prefetched task is handed back, not started (the sweep stops running ones).
+            self._acknowledge(job, Outcome(job, "q", number=1), "requeued", None)
+            return
         task_def = self.app.tasks[job.name]
         try:
             args, kwargs = decode_payload(job.payload, self.settings.max_payload_bytes)
@@ -431,13 +438,7 @@ class Worker:
                 q.ack_wanted.clear()
                 continue
             batch, q.acks = q.acks[:MAX_ACK_BATCH], q.acks[MAX_ACK_BATCH:]
-            while True:
-                try:
-                    stale = await self._broker.finish(q.keys, batch)
-                    break
-                except (RedisError, OSError) as exc:
-                    await asyncio.sleep(self._health.failed(exc, "finish"))
-            self._health.succeeded()
+            stale = await self._finish(q, batch)
             for outcome in batch:
                 q.held.pop(outcome.job.id, None)
             if stale:
@@ -446,6 +447,27 @@ class Worker:
                             "(possible duplicate runs): %s", len(stale), " ".join(stale[:10]))
             if q.acks:
                 q.ack_wanted.set()
+
+    async def _finish(self, q: _Queue, batch: list[Outcome]) -> list[str]:
+        """Record a batch, retrying while Redis is away. An error Redis answers with (a
+        record damaged from outside, say) cannot be retried away: the batch is sent again
+        one by one, and an outcome that still fails is dropped; its lease runs out and the
+        task runs again."""
+        while True:
+            try:
+                stale = await self._broker.finish(q.keys, batch)
+                self._health.succeeded()
+                return stale
+            except ReadOnlyError as exc:  # a replica promoted a moment ago: transient
+                await asyncio.sleep(self._health.failed(exc, "finish"))
+            except ResponseError as exc:
+                if len(batch) == 1:
+                    log.error("cannot record the outcome of task %s: %s", batch[0].job.id, exc,
+                              extra={"task_id": batch[0].job.id})
+                    return []
+                return [i for outcome in batch for i in await self._finish(q, [outcome])]
+            except (RedisError, OSError) as exc:
+                await asyncio.sleep(self._health.failed(exc, "finish"))
 
     # -- cancellation, timeouts, leases -------------------------------------------------
 

@@ -9,6 +9,9 @@ local scheduled, leased, dead = KEYS[11], KEYS[12], KEYS[13]
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
+local known_states = {queued = true, scheduled = true, running = true, succeeded = true,
+  failed = true, cancelled = true, dead = true}
+
 local function priority_of(value)
   local p = tonumber(value)
   if p == nil or p ~= p or p < 0 or p > 9 then return 0 end
@@ -41,14 +44,23 @@ for p = 10, 1, -1 do
       local well_formed = #id <= 128 and string.match(id, '^[%w_.:-]+$') ~= nil
       if not well_formed then id = 'malformed-' .. redis.sha1hex(id) end
       local task_key = prefix .. 't:' .. id
-      local f = redis.call('HMGET', task_key, 'state', 'name', 'payload', 'ready_ms', 'attempts')
+      local f = redis.pcall('HMGET', task_key, 'state', 'name', 'payload', 'ready_ms', 'attempts')
+      if f.err then
+        -- The id's key is not a hash (written straight into Redis): treat it as malformed.
+        well_formed = false
+        id = 'malformed-' .. redis.sha1hex(id)
+        task_key = prefix .. 't:' .. id
+      end
       if not well_formed then
         -- Ids are made by clients as hex; anything else was written straight into the list.
         redis.call('HSET', task_key, 'state', 'dead', 'reason', 'malformed task id in the ready list',
           'dead_ms', now_ms)
         redis.call('RPUSH', dead, id)
       elseif f[1] == 'queued' then
-        local attempts = (tonumber(f[5]) or 0) + 1
+        -- A damaged count (nan, inf, negative, fractional) would break the lease token.
+        local attempts = tonumber(f[5]) or 0
+        if attempts ~= attempts or attempts < 0 or attempts > 1e9 then attempts = 0 end
+        attempts = math.floor(attempts) + 1
         redis.call('HSET', task_key, 'state', 'running', 'attempts', attempts,
           'token', holder .. ':' .. attempts, 'started_ms', now_ms)
         leases[#leases + 1] = deadline_ms
@@ -60,10 +72,12 @@ for p = 10, 1, -1 do
         out[#out + 1] = p - 1
         out[#out + 1] = tonumber(f[4]) or now_ms
         out[#out + 1] = attempts
-      elseif not f[1] then
-        -- An id with no task record was written straight into the list: keep it, with the reason.
-        redis.call('HSET', task_key, 'state', 'dead', 'reason', 'no task record for this id',
-          'dead_ms', now_ms)
+      elseif not f[1] or not known_states[f[1]] then
+        -- An id with no task record (or a damaged one) was written straight into the
+        -- list: keep it, with the reason.
+        local reason = 'no task record for this id'
+        if f[1] then reason = 'task record has an unknown state' end
+        redis.call('HSET', task_key, 'state', 'dead', 'reason', reason, 'dead_ms', now_ms)
         redis.call('RPUSH', dead, id)
       end
       -- Any other state (cancelled, already running) is a stale copy of the id: drop it.

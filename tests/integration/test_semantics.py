@@ -222,6 +222,8 @@ async def test_bad_input_is_dead_lettered_and_worker_goes_on(
     unknown = await client.enqueue("no_such_task")
     await redis_conn.rpush(keys.ready[0], "stray-id-without-record")
     await redis_conn.rpush(keys.ready[3], b"\xff\xfe not an id {x}")
+    await redis_conn.set(keys.task("wrong-type"), "a string, not a hash")
+    await redis_conn.rpush(keys.ready[0], "wrong-type")
     raises = await client.enqueue("fail_no_dlq")
     bad_result = await client.enqueue("bad_result")
     good = await client.enqueue("noop", [42])
@@ -241,7 +243,7 @@ async def test_bad_input_is_dead_lettered_and_worker_goes_on(
     stray = await redis_conn.hgetall(keys.task("stray-id-without-record"))
     assert stray[b"reason"] == b"no task record for this id"
     malformed = [i for i in dead if i.startswith("malformed-")]
-    assert len(malformed) == 1
+    assert len(malformed) == 2  # the undecodable id and the one whose key is not a hash
     record = await redis_conn.hgetall(keys.task(malformed[0]))
     assert record[b"reason"] == b"malformed task id in the ready list"
 
