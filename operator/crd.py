@@ -223,10 +223,11 @@ def _row(name: str, schema: Schema, required: bool) -> str:
     default = schema.get("default")
     if default is None:
         default_text = ""
-    elif isinstance(default, dict):
+    elif isinstance(default, dict) and all(
+            "default" in schema.get("properties", {}).get(key, {}) for key in default):
         default_text = "each field's default"
     else:
-        default_text = f"`{json.dumps(default)}`"
+        default_text = f"`{json.dumps(default, separators=(', ', ': '))}`"
     checks = _checks(schema) + (["required"] if required else [])
     cells = [f"`{name}`", kind, default_text, ", ".join(checks), schema.get("description", "")]
     # A | inside a cell, even in a code span, would end the cell.

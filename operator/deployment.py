@@ -115,6 +115,7 @@ def _container(spec: models.TaskQueueSpec, image: str) -> Body:
         "command": worker_command(spec),
         "env": _env(spec),
         "ports": [{"name": "metrics", "containerPort": w.metrics_port, "protocol": "TCP"}],
+        "resources": w.resources.model_dump(by_alias=True, exclude_none=True),
         "livenessProbe": _probe("/healthz", period_s=10, failures=3),
         "readinessProbe": _probe("/readyz", period_s=5, failures=2),
         "securityContext": {
@@ -129,8 +130,6 @@ def _container(spec: models.TaskQueueSpec, image: str) -> Body:
         container["imagePullPolicy"] = w.image_pull_policy
     if w.env_from:
         container["envFrom"] = list(w.env_from)
-    if w.resources is not None:
-        container["resources"] = w.resources.model_dump(by_alias=True, exclude_none=True)
     return container
 
 

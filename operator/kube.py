@@ -7,13 +7,16 @@ module depends on the client library.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime
+import json
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
+import aiohttp
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.config.config_exception import ConfigException
@@ -26,6 +29,9 @@ Body = dict[str, Any]
 T = TypeVar("T")
 _APPLY = "application/apply-patch+yaml"
 _MERGE = "application/merge-patch+json"
+# A call the API server does not answer within this long fails (instead of stalling
+# its TaskQueue's loop while the server is unreachable or overloaded).
+REQUEST_TIMEOUT_S = 30.0
 
 
 class KubeError(CorralError):
@@ -50,18 +56,36 @@ class KubeConfigError(KubeError):
 
 def _wrap(exc: ApiException, what: str) -> KubeError:
     message = f"{what}: {exc.status} {exc.reason}"
-    body = getattr(exc, "body", None)
-    if body:
-        message += f": {body if isinstance(body, str) else body.decode(errors='replace')}"
+    detail = _status_message(getattr(exc, "body", None))
+    if detail:
+        message += f": {detail}"
     kind = {404: NotFound, 409: Conflict}.get(exc.status or 0, KubeError)
     return kind(message, exc.status)
 
 
+def _status_message(body: str | bytes | None) -> str:
+    """The ``message`` of a Kubernetes Status body (what kubectl shows), else the body."""
+    if not body:
+        return ""
+    text = body if isinstance(body, str) else body.decode(errors="replace")
+    try:
+        status = json.loads(text)
+    except ValueError:
+        return text
+    message = status.get("message") if isinstance(status, dict) else None
+    return message if isinstance(message, str) and message else text
+
+
 async def _call(what: str, call: Callable[[], Awaitable[T]]) -> T:
     try:
-        return await call()
+        async with asyncio.timeout(REQUEST_TIMEOUT_S):
+            return await call()
     except ApiException as exc:
         raise _wrap(exc, what) from None
+    except TimeoutError:
+        raise KubeError(f"{what}: no answer within {REQUEST_TIMEOUT_S:.0f}s") from None
+    except (aiohttp.ClientError, OSError) as exc:  # refused, reset: the API server is away
+        raise KubeError(f"{what}: {exc or type(exc).__name__}") from None
 
 
 def _patch(

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import threading
+import time
 from dataclasses import dataclass, field
 
 import kopf
@@ -17,6 +19,28 @@ from corral.operator.metrics import MetricsServer, OperatorMetrics
 
 log = logging.getLogger("corral.operator")
 
+# How long a replica's peering record stays valid without a keep-alive: a replica
+# killed without a goodbye is replaced by a standby after at most this long. kopf
+# renews the record 5-10 s before it expires.
+DEFAULT_PEERING_LIFETIME_S = 20
+# Waits between kopf's retries of a failed API request: about 5 minutes in all.
+API_RETRY_BACKOFFS_S = (1.0, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, *[30.0] * 9)
+
+
+def startup_priority(started_ms: int | None = None, jitter: int | None = None) -> int:
+    """A peering priority for a replica that starts now. The earlier a replica
+    started, the higher its priority, so the oldest live replica is active and a
+    newcomer (a rolling update, a restarted pod) stands by instead of taking over.
+    Priorities must differ: kopf pauses every replica when two share the highest.
+    The last three digits are random for replicas started in the same millisecond.
+    Negative, so that a kopf operator or ``kopf freeze`` at the default priority 0
+    still outranks every Corral replica."""
+    if started_ms is None:
+        started_ms = time.time_ns() // 1_000_000
+    if jitter is None:
+        jitter = random.randrange(1000)
+    return -(started_ms * 1000 + jitter)
+
 
 @dataclass(frozen=True, slots=True)
 class OperatorConfig:
@@ -27,6 +51,9 @@ class OperatorConfig:
     host: str = "0.0.0.0"
     # kopf peering object for running several replicas (one active); None: standalone.
     peering: str | None = None
+    # kopf peering priority: the highest live one is active, the others stand by.
+    priority: int = field(default_factory=startup_priority)
+    peering_lifetime_s: int = DEFAULT_PEERING_LIFETIME_S
     controller: ControllerSettings = field(default_factory=ControllerSettings)
 
 
@@ -45,10 +72,15 @@ def kopf_settings(config: OperatorConfig) -> kopf.OperatorSettings:
     settings.watching.connect_timeout = 10
     settings.networking.request_timeout = 30
     settings.networking.connect_timeout = 10
+    # kopf's default retries give up on an unreachable API server after about a
+    # minute, and then the operator exits; ride out a restart of a few minutes.
+    settings.networking.error_backoffs = API_RETRY_BACKOFFS_S
     settings.peering.standalone = config.peering is None
     if config.peering is not None:
         settings.peering.name = config.peering
         settings.peering.mandatory = True
+        settings.peering.priority = config.priority
+        settings.peering.lifetime = config.peering_lifetime_s
         settings.peering.clusterwide = not config.namespaces
     return settings
 
@@ -89,10 +121,18 @@ def run_operator(
     *,
     host: str = "0.0.0.0",
     peering: str | None = None,
+    priority: int | None = None,
+    peering_lifetime_s: int = DEFAULT_PEERING_LIFETIME_S,
 ) -> None:
-    """Entry point of ``corral operator``."""
-    config = OperatorConfig(namespaces=tuple(namespaces), metrics_port=metrics_port,
-                            health_port=health_port, host=host, peering=peering)
+    """Entry point of ``corral operator``. ``priority`` None: from the start time."""
+    config = OperatorConfig(
+        namespaces=tuple(namespaces), metrics_port=metrics_port, health_port=health_port,
+        host=host, peering=peering,
+        priority=startup_priority() if priority is None else priority,
+        peering_lifetime_s=peering_lifetime_s)
+    if peering is not None:
+        log.info("peering %r with priority %d (the highest live replica is active)",
+                 peering, config.priority)
     # One line per liveness probe is noise.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     asyncio.run(serve(config))

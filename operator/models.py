@@ -9,9 +9,18 @@ the operator; the unit tests check that both say the same.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, WithJsonSchema, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    PlainValidator,
+    WithJsonSchema,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 GROUP = "corral.dev"
@@ -32,8 +41,29 @@ REDIS_URL_PATTERN = r"^(rediss?(\+(cluster|sentinel))?|unix)://"
 RESERVED_ENV = ("CORRAL_REDIS_URL", "POD_NAME")
 MAX_NAME_LENGTH = 63  # the TaskQueue name is used as a label value
 
-# Kubernetes quantities ("500m", "1Gi", 2) are int-or-string in the API.
-Quantity = Annotated[int | str, WithJsonSchema({"x-kubernetes-int-or-string": True})]
+# A Kubernetes resource quantity ("500m", "1.5", "1Gi", "2e3"), not negative. Checked
+# here, and not only when the Deployment is written: Kubernetes refuses a malformed
+# one with a message that does not name the field.
+QUANTITY_PATTERN = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)([KMGTPE]i|[numkMGTPE]|[eE][+-]?[0-9]+)?$"
+QUANTITY_MESSAGE = "must be a quantity that is not negative, such as 500m, 2 or 1Gi"
+
+
+def _quantity(value: object) -> int | str:
+    # One check for both types, so a bad value gets one error at its own path.
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and re.fullmatch(QUANTITY_PATTERN, value):
+        return value
+    raise ValueError(QUANTITY_MESSAGE)
+
+
+# Quantities are int-or-string in the API; pattern applies to strings, minimum to ints.
+Quantity = Annotated[
+    int | str,
+    PlainValidator(_quantity),
+    WithJsonSchema({"x-kubernetes-int-or-string": True, "pattern": QUANTITY_PATTERN,
+                    "minimum": 0}),
+]
 # Kubernetes objects the operator passes through to the pod spec untouched.
 FreeForm = Annotated[
     dict[str, Any],
@@ -51,8 +81,11 @@ def validations(rules: list[dict[str, str]]) -> dict[str, JsonValue]:
 
 
 class _Model(BaseModel):
+    # strict: no coercion ("3" is not an int, 1 is not a bool), the same types the
+    # API server's schema checks, so both refuse the same specs.
     model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True,
+        strict=True,
     )
 
 
@@ -136,8 +169,20 @@ class LocalObjectReference(_Model):
 
 
 class ResourceRequirements(_Model):
-    limits: dict[str, Quantity] | None = Field(default=None, description="Resource limits.")
-    requests: dict[str, Quantity] | None = Field(default=None, description="Resource requests.")
+    limits: dict[str, Quantity] | None = Field(
+        default=None, description="Resource limits, as quantities (500m, 2, 1Gi).")
+    requests: dict[str, Quantity] | None = Field(
+        default=None, description="Resource requests, as quantities (500m, 2, 1Gi).")
+
+
+# Worker pods always carry requests and limits, so the scheduler and the cluster
+# autoscaler can size nodes for them: these apply when spec.worker.resources is not
+# set (set it, even to {}, to replace them as a whole). An idle worker process uses
+# about 60 MiB; the limits leave room for the default 50 concurrent tasks.
+DEFAULT_WORKER_RESOURCES = ResourceRequirements(
+    requests={"cpu": "100m", "memory": "128Mi"},
+    limits={"cpu": "1", "memory": "512Mi"},
+)
 
 
 WORKER_RULES = [
@@ -178,9 +223,13 @@ class WorkerSpec(_Model):
         description="Port of /metrics, /healthz and /readyz.")
     run_as_user: int = Field(
         default=65532, ge=1, description="Non-root user id the worker runs as.")
-    resources: ResourceRequirements | None = Field(
-        default=None,
-        description="CPU and memory requests and limits of the worker container.")
+    resources: ResourceRequirements = Field(
+        default=DEFAULT_WORKER_RESOURCES,
+        json_schema_extra={"default": DEFAULT_WORKER_RESOURCES.model_dump(
+            mode="json", by_alias=True, exclude_none=True)},
+        description="CPU and memory requests and limits of the worker container. The "
+                    "default gives the scheduler and the cluster autoscaler something to "
+                    "size nodes by; a value (even {}) replaces it as a whole.")
     env: list[EnvVar] | None = Field(
         default=None, max_length=100, description="Extra environment variables.")
     env_from: list[FreeForm] | None = Field(

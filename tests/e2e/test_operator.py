@@ -148,11 +148,13 @@ def busy_workers(redis_url: str, queue: str) -> dict[str, int]:
 class OperatorProcess:
     """``corral operator`` in a subprocess, logging to the cluster's log directory."""
 
-    def __init__(self, k8s: Cluster) -> None:
+    def __init__(self, k8s: Cluster, args: tuple[str, ...] = (),
+                 log_name: str = "operator") -> None:
         self.k8s = k8s
+        self.args = args  # extra `corral operator` flags
         self.metrics_port = free_port()
         self.health_port = free_port()
-        self.log_path = k8s.state_dir / "logs" / "operator.log"
+        self.log_path = k8s.state_dir / "logs" / f"{log_name}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> OperatorProcess:
@@ -163,7 +165,7 @@ class OperatorProcess:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "corral", "operator", "--host", "127.0.0.1",
                  "--metrics-port", str(self.metrics_port),
-                 "--health-port", str(self.health_port)],
+                 "--health-port", str(self.health_port), *self.args],
                 cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         wait_until("operator /healthz", self._healthy, timeout_s=60)
         return self
@@ -195,6 +197,17 @@ class OperatorProcess:
             code = self.process.wait()
         self.process = None
         return code
+
+    def kill(self) -> None:
+        """SIGKILL: no goodbye to the peers, no cleanup."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
 
     def log_tail(self, lines: int = 60) -> str:
         text = self.log_path.read_text(errors="replace").splitlines()[-lines:]

@@ -78,6 +78,10 @@ def test_defaults_and_ranges_come_from_the_models() -> None:
                                     "default": 0}
     weight = schema()["properties"]["spec"]["properties"]["queues"]["items"]["properties"]
     assert (weight["weight"]["minimum"], weight["weight"]["maximum"]) == (1, 100)
+    # The API server fills in the worker's resources, so `kubectl get -o yaml` shows them.
+    worker = schema()["properties"]["spec"]["properties"]["worker"]["properties"]
+    assert worker["resources"]["default"] == {
+        "requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}}
 
 
 def test_cel_rules_are_attached_where_they_apply() -> None:
@@ -93,7 +97,7 @@ def test_free_form_and_quantities() -> None:
     assert worker["affinity"] == {**worker["affinity"], "type": "object",
                                   "x-kubernetes-preserve-unknown-fields": True}
     assert worker["resources"]["properties"]["limits"]["additionalProperties"] == {
-        "x-kubernetes-int-or-string": True}
+        "x-kubernetes-int-or-string": True, "pattern": models.QUANTITY_PATTERN, "minimum": 0}
 
 
 def test_rendered_yaml_parses_back() -> None:

@@ -126,6 +126,20 @@ def test_pod_spec_options() -> None:
     assert template_meta["annotations"] == {"prometheus.io/scrape": "true"}
 
 
+def test_workers_get_requests_and_limits_by_default() -> None:
+    resources = container(render())["resources"]
+    assert resources == {"requests": {"cpu": "100m", "memory": "128Mi"},
+                         "limits": {"cpu": "1", "memory": "512Mi"}}
+
+
+def test_resources_replace_the_defaults_as_a_whole() -> None:
+    only_requests = {"requests": {"cpu": "2"}}
+    assert container(render(with_change("worker.resources", only_requests)))["resources"] == \
+        only_requests
+    # {} is how to ask for no requests and no limits at all.
+    assert container(render(with_change("worker.resources", {})))["resources"] == {}
+
+
 def test_pod_labels_cannot_break_the_selector() -> None:
     body = render(with_change("worker.podLabels", {"corral.dev/taskqueue": "other"}))
     assert body["spec"]["template"]["metadata"]["labels"]["corral.dev/taskqueue"] == "emails"

@@ -20,11 +20,27 @@ def test_kopf_settings_keep_kopf_out_of_the_status() -> None:
 
 
 def test_peering_is_opt_in() -> None:
-    settings = main.kopf_settings(main.OperatorConfig(peering="corral", namespaces=("a",)))
+    settings = main.kopf_settings(main.OperatorConfig(peering="corral", namespaces=("a",),
+                                                      priority=-7, peering_lifetime_s=9))
     assert settings.peering.standalone is False
     assert settings.peering.mandatory is True
     assert settings.peering.name == "corral"
     assert settings.peering.clusterwide is False
+    assert (settings.peering.priority, settings.peering.lifetime) == (-7, 9)
+
+
+def test_the_oldest_replica_has_the_highest_priority() -> None:
+    first = main.startup_priority(started_ms=1_000, jitter=999)
+    second = main.startup_priority(started_ms=1_001, jitter=0)
+    assert first > second
+    # Replicas started in the same millisecond still differ (by the random part).
+    assert main.startup_priority(1_000, 1) != main.startup_priority(1_000, 2)
+    # kopf's default priority 0 (a developer's operator, `kopf freeze`) outranks them all.
+    assert main.startup_priority() < 0
+
+
+def test_two_replicas_started_together_get_distinct_priorities() -> None:
+    assert len({main.startup_priority() for _ in range(50)}) > 1
 
 
 def test_registry_holds_login_daemon_and_spec_watch() -> None:
@@ -41,6 +57,13 @@ def test_registry_holds_login_daemon_and_spec_watch() -> None:
 def test_cli_flags_reach_run_operator() -> None:
     args = build_parser().parse_args(
         ["operator", "--namespace", "a", "--namespace", "b", "--metrics-port", "9",
-         "--health-port", "10", "--host", "127.0.0.1", "--peering", "p"])
-    assert (args.namespaces, args.metrics_port, args.health_port, args.host, args.peering) == (
-        ["a", "b"], 9, 10, "127.0.0.1", "p")
+         "--health-port", "10", "--host", "127.0.0.1", "--peering", "p", "--priority", "5",
+         "--peering-lifetime", "7"])
+    assert (args.namespaces, args.metrics_port, args.health_port, args.host, args.peering,
+            args.priority, args.peering_lifetime) == (["a", "b"], 9, 10, "127.0.0.1", "p", 5, 7)
+
+
+def test_cli_defaults_for_peering() -> None:
+    args = build_parser().parse_args(["operator"])
+    assert args.priority is None  # derived from the start time
+    assert args.peering_lifetime == main.DEFAULT_PEERING_LIFETIME_S

@@ -73,6 +73,10 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
      "Unsupported value"),
     ("typo-field", with_change("scaling", {"maxReplica": 3}),
      'unknown field "spec.scaling.maxReplica"'),
+    ("bad-quantity", with_change("worker.resources", {"requests": {"cpu": "2 cores"}}),
+     "spec.worker.resources.requests.cpu in body should match"),
+    ("string-for-int", with_change("scaling", {"maxReplicas": "3"}),
+     "spec.scaling.maxReplicas in body must be of type integer"),
 ]
 
 
@@ -83,6 +87,7 @@ def test_defaults() -> None:
     assert spec.worker.concurrency == 50
     assert spec.queues[0].weight == 1
     assert spec.queue_names == ["default", "critical"]
+    assert spec.worker.resources == models.DEFAULT_WORKER_RESOURCES
 
 
 def test_camel_case_aliases_round_trip() -> None:
@@ -110,8 +115,22 @@ def test_quantities_accept_ints_and_strings() -> None:
     spec = models.TaskQueueSpec.model_validate(with_change(
         "worker.resources", {"requests": {"cpu": "250m", "memory": "256Mi"},
                              "limits": {"cpu": 1}}))
-    assert spec.worker.resources is not None
     assert spec.worker.resources.limits == {"cpu": 1}
+
+
+@pytest.mark.parametrize("quantity", ["500m", "2", 2, "1.5", ".5", "1Gi", "128Mi", "2e3", 0])
+def test_quantities_kubernetes_accepts(quantity: int | str) -> None:
+    models.TaskQueueSpec.model_validate(
+        with_change("worker.resources", {"requests": {"cpu": quantity}}))
+
+
+@pytest.mark.parametrize("quantity", ["lots", "1.5.5", "2 cores", "-1", -1, "1Qi", "0x10", "",
+                                      "1Gi\n", True, 1.5])
+def test_quantities_kubernetes_refuses(quantity: object) -> None:
+    with pytest.raises(ValidationError) as caught:
+        models.TaskQueueSpec.model_validate(
+            with_change("worker.resources", {"limits": {"memory": quantity}}))
+    assert caught.value.errors()[0]["loc"] == ("worker", "resources", "limits", "memory")
 
 
 @pytest.mark.parametrize(("spec", "message"), [(s, m) for _, s, m in INVALID],
