@@ -23,7 +23,13 @@ def installed_layout(root: Path) -> Path:
         if entry.name != "__pycache__":
             (package / entry.name).symlink_to(entry)
     (package / "worker").symlink_to(REPO / "worker")
-    (package / "operator").symlink_to(REPO / "operator")
+    # operator/ has no __init__.py (see operator/README.md), and import-linter does not
+    # follow namespace packages: give the view a real package of links.
+    operator = package / "operator"
+    operator.mkdir()
+    (operator / "__init__.py").touch()
+    for module in (REPO / "operator").glob("*.py"):
+        (operator / module.name).symlink_to(module)
     return root
 
 

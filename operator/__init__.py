@@ -1,1 +1,0 @@
-"""The Kubernetes operator: TaskQueue resources in, scaled worker Deployments out."""
