@@ -1,0 +1,1 @@
+"""Benchmarks of Corral against its peers; run them with ``bench/run``."""
