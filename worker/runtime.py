@@ -274,13 +274,13 @@ class Worker:
                 await q.wake.wait()
 
     def _accept(self, q: _Queue, jobs: list[Job]) -> None:
-        apps_tasks = self.app.tasks
+        tasks = self.app.tasks
         for job in jobs:
             q.held[job.id] = job
             if self._stopping:
                 self._acknowledge(job, Outcome(job, "q", number=1), "requeued", None)
                 continue
-            task_def = apps_tasks.get(job.name)
+            task_def = tasks.get(job.name)
             if task_def is None:
                 self._dead_letter(job, "UnknownTask", f"no task named {job.name!r} is registered")
             elif is_poison(job.attempts, task_def.retries):

@@ -15,7 +15,7 @@ import redis.asyncio
 from corral import Client, Enqueue, TaskFailed
 from corral.depths import read_queue_depths
 from corral.keys import queue_keys
-from tests.support.workers import WorkerProcess, wait_for
+from tests.support.workers import WorkerProcess
 
 
 @pytest.fixture
@@ -176,5 +176,3 @@ async def _until(check: object, timeout_s: float = 20.0) -> None:
         await asyncio.sleep(0.05)
     raise AssertionError("condition not met in time")
 
-
-_ = wait_for

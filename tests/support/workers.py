@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -86,12 +85,3 @@ class WorkerProcess:
         if self.process.poll() is None:
             self.process.kill()
         self.wait()
-
-
-def wait_for(predicate: object, timeout_s: float = 10.0, interval_s: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(interval_s)
-    raise AssertionError("condition not met in time")
