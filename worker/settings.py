@@ -46,7 +46,9 @@ class WorkerSettings(BaseModel):
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = Field(9100, ge=0, le=65_535)
     worker_id: str = Field(default_factory=socket.gethostname, min_length=1, max_length=253)
-    idle_poll_s: float = Field(5.0, gt=0.0, le=60.0)
+    # A safety net only: the heartbeat (every heartbeat_s) already wakes an idle queue
+    # that has backlog, and a wake message or the next due time wakes it sooner.
+    idle_poll_s: float = Field(30.0, gt=0.0, le=300.0)
     debug_endpoint: bool = True
     max_payload_bytes: int = Field(DEFAULT_MAX_PAYLOAD_BYTES, ge=1024)
 

@@ -81,7 +81,7 @@ async def test_idle_worker_sends_about_one_command_per_second(redis_url: str) ->
     async with running_worker(redis_url, queues={"a": 1, "b": 1}):
         await asyncio.sleep(1.0)
         counts = await count_client_commands(redis_url, 10.0)
-    # Two queues, each: one upkeep script per 5 s and one idle claim per 5 s.
+    # Two queues, each: one upkeep script per 5 s and a safety-net claim per 30 s.
     assert sum(counts.values()) / 10.0 <= 1.0, counts
 
 
