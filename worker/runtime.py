@@ -7,7 +7,6 @@ import contextlib
 import functools
 import logging
 import os
-import random
 import signal
 import time
 import traceback
@@ -33,6 +32,7 @@ from corral.worker.broker import Broker, Job, Outcome, now_ms
 from corral.worker.http import HttpServer
 from corral.worker.metrics import WorkerCollector, WorkerMetrics
 from corral.worker.policy import after_failure, is_poison
+from corral.worker.resilience import RedisHealth, survive
 from corral.worker.scheduler import LocalScheduler
 from corral.worker.settings import WorkerSettings
 
@@ -45,33 +45,6 @@ LOOP_LAG_PROBE_S = 0.25
 # Stop running a task when its lease may have passed to another worker: the last
 # renewal is this share of a lease ago.
 SELF_FENCE_SHARE = 0.9
-
-
-class RedisHealth:
-    """Tracks outages so each is logged once, and paces retries."""
-
-    def __init__(self, metrics: WorkerMetrics) -> None:
-        self.reachable = True
-        self._metrics = metrics
-        self._failures = 0
-
-    def failed(self, exc: BaseException, what: str) -> float:
-        """Record a failure; returns how long to wait before the next try."""
-        self._metrics.redis_errors += 1
-        if self.reachable:
-            log.warning("redis unreachable (%s: %s); retrying until it is back", what, exc)
-        self.reachable = False
-        self._failures += 1
-        # At most 1 s: the loops share this count, and none should sleep long after Redis
-        # is back.
-        ceiling_s: float = min(1.0, 0.05 * 2 ** min(self._failures, 5))
-        return ceiling_s * random.uniform(0.5, 1.0)
-
-    def succeeded(self) -> None:
-        if not self.reachable:
-            log.warning("redis reachable again")
-        self.reachable = True
-        self._failures = 0
 
 
 class _Queue:
@@ -196,7 +169,7 @@ class Worker:
         spawn(self._lag_loop, "corral:loop-lag")
 
     def _spawn(self, loop: Callable[[], Awaitable[None]], name: str) -> None:
-        self._background.append(asyncio.create_task(_survive(loop, name), name=name))
+        self._background.append(asyncio.create_task(survive(loop, name), name=name))
 
     async def _stop_background(self) -> None:
         for task in self._background:
@@ -596,17 +569,6 @@ class Worker:
         if not self._health.reachable:
             return False, "redis unreachable"
         return True, "claiming"
-
-
-async def _survive(loop: Callable[[], Awaitable[None]], name: str) -> None:
-    """A background loop that fails unexpectedly is logged and started again."""
-    while True:
-        try:
-            await loop()
-            return
-        except Exception:
-            log.exception("background loop %s failed; restarting it", name)
-            await asyncio.sleep(1.0)
 
 
 def run_worker(app: App, settings: WorkerSettings, loop_factory: Callable[[], Any] | None = None
