@@ -317,7 +317,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     if args.from_results:
-        return render_again(args.from_results, args.docs)
+        return render_again(Path(os.environ.get("BENCH_CWD", ".")) / args.from_results,
+                            args.docs)
     plan = Plan.make(args.quick, args.runs, args.systems)
     write_docs = args.docs if args.docs is not None else not plan.quick
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
