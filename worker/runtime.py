@@ -456,9 +456,12 @@ class Worker:
             self._cancel_job(job, "cancel")
             return
         for removed in self._scheduler.remove(queue, lambda j: j.id == task_id):
+            # Only registered tasks reach the buffer, so the task's own result TTL applies.
+            task_def = self.app.tasks[removed.name]
             error = encode_error("CancelledError", "cancelled before it started")
-            self._acknowledge(removed, Outcome(removed, "c", error, 86_400_000), "cancelled",
-                              None)
+            ttl_ms = int(task_def.result_ttl_s * 1000)
+            self._acknowledge(removed, Outcome(removed, "c", error, ttl_ms), "cancelled",
+                              task_def)
 
     async def _sweep_loop(self) -> None:
         """Cancel tasks past their timeout, and stop tasks whose lease may be lost."""
