@@ -14,7 +14,7 @@
 
 ARG PYTHON_VERSION=3.11
 
-# ---- build: a wheel of corral, then a venv with it and its dependencies -------
+# ---- build: wheels of the core, the worker and the operator, then a venv -------
 FROM python:${PYTHON_VERSION}-slim-bookworm AS build
 
 ENV PIP_NO_CACHE_DIR=1 \
@@ -25,9 +25,11 @@ WORKDIR /src
 COPY . .
 
 # Dependencies only as prebuilt wheels: a build never needs (or ships) a compiler.
-RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
+# The image runs both `corral worker` and `corral operator`, so it holds all three.
+RUN python -m pip wheel --no-deps --wheel-dir /wheels . ./worker ./operator \
  && python -m venv /opt/corral \
- && /opt/corral/bin/pip install --only-binary=:all: /wheels/corral-*.whl \
+ && /opt/corral/bin/pip install --only-binary=:all: --find-links /wheels \
+      corral corral-worker corral-operator \
  && /opt/corral/bin/corral --help > /dev/null
 
 # ---- runtime: the slim base plus the venv; no build tools, no source tree ----

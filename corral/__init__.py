@@ -6,8 +6,6 @@
 ... async def resize(image_id: str) -> dict: ...
 """
 
-import os as _os
-
 from corral.app import App, TaskDef
 from corral.client import Client, Enqueue, TaskHandle
 from corral.depths import QueueDepth, WorkerInfo, read_queue_depths
@@ -18,13 +16,6 @@ from corral.errors import (
     TaskCancelled,
     TaskFailed,
 )
-
-# In a source checkout, worker/ and operator/ stand beside this folder at the root of
-# the repository; setuptools maps them into corral/ when it builds or installs the
-# package. Looking for subpackages beside this folder too makes corral.worker and
-# corral.operator import the same way from a checkout as from an installed package.
-if not _os.path.isdir(_os.path.join(__path__[0], "worker")):
-    __path__.append(_os.path.dirname(__path__[0]))
 
 __version__ = "0.1.0"
 

@@ -22,8 +22,8 @@ from corral.client import Client, Enqueue
 from corral.connection import connect
 from corral.depths import read_queue_depths
 from corral.embedded import EmbeddedRedis, free_port
-from corral.operator import crd
-from corral.operator.deployment import DELETION_COST_ANNOTATION
+from corral_operator import crd
+from corral_operator.deployment import DELETION_COST_ANNOTATION
 from tests.support.k8s import Cluster
 from tests.support.workers import WorkerProcess
 from tests.unit.test_operator_models import INVALID, VALID, docs_taskqueues

@@ -30,8 +30,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from corral.embedded import EmbeddedRedis
-from corral.operator import crd, models
-from corral.operator.controller import _validation_message
+from corral_operator import crd, models
+from corral_operator.controller import _validation_message
 from tests.e2e.test_operator import (
     CRD_FILE,
     OperatorProcess,

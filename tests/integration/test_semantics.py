@@ -56,7 +56,7 @@ async def test_weights_share_and_work_conservation(
 
 async def test_claim_is_atomic_between_workers(client: Client, redis_url: str) -> None:
     from corral.scripts import Scripts
-    from corral.worker.broker import Broker
+    from corral_worker.broker import Broker
 
     await client.enqueue_many([Enqueue("noop", [i]) for i in range(2000)])
     conns = [redis.asyncio.Redis.from_url(redis_url) for _ in range(4)]

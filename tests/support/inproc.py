@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from corral.app import App
-from corral.worker import Worker, WorkerSettings
+from corral_worker import Worker, WorkerSettings
 
 
 @contextlib.asynccontextmanager

@@ -29,7 +29,7 @@ OPERATOR_METRICS = {
     "corral_operator_max_replicas", "corral_operator_redis_up",
     "corral_operator_scale_decisions_total", "corral_operator_reconcile_errors_total",
 }
-# Worker metric families (worker/metrics.py) and the series names Prometheus gives them.
+# Worker metric families (corral_worker/metrics.py) and the series names Prometheus gives them.
 WORKER_SERIES = {
     "corral_tasks": {"corral_tasks_total"},
     "corral_task_duration_seconds": {"corral_task_duration_seconds_bucket"},
@@ -355,7 +355,7 @@ def metric_names(expr: str) -> set[str]:
 
 
 def known_series() -> set[str]:
-    source = (REPO / "worker" / "metrics.py").read_text()
+    source = (REPO / "worker" / "src" / "corral_worker" / "metrics.py").read_text()
     for family in WORKER_SERIES:
         assert f'"{family}"' in source, f"worker metric family {family} is gone"
     return OPERATOR_METRICS | set().union(*WORKER_SERIES.values())
@@ -367,7 +367,7 @@ SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), 
 def operator_series() -> set[str]:
     """Series names the operator really exports (from its registry's exposition)."""
     try:
-        from corral.operator.metrics import OperatorMetrics
+        from corral_operator.metrics import OperatorMetrics
     except ImportError:
         return set()
     text = OperatorMetrics().render().decode()

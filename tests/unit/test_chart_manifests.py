@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from corral_operator.models import API_VERSION, TaskQueueSpec
 from tests.support.k8s import k8s_bin_dir
 
 REPO = Path(__file__).resolve().parents[2]
@@ -71,12 +72,11 @@ def example_taskqueues() -> Iterator[dict[str, Any]]:
 
 
 def test_example_taskqueue_is_valid_for_the_operator() -> None:
-    models = pytest.importorskip("corral.operator.models")
     queues = list(example_taskqueues())
     assert queues
     for tq in queues:
-        assert tq["apiVersion"] == models.API_VERSION
-        spec = models.TaskQueueSpec.model_validate(tq["spec"])
+        assert tq["apiVersion"] == API_VERSION
+        spec = TaskQueueSpec.model_validate(tq["spec"])
         assert spec.redis.url_secret_ref is not None
         assert spec.worker.resources is not None and spec.worker.resources.requests
 

@@ -9,8 +9,8 @@ from corral.connection import redact
 from corral.errors import ConfigError, InvalidTask
 from corral.keys import queue_keys, queue_of_channel, validate_queue_name
 from corral.serialization import PayloadError, decode_payload, encode_payload
-from corral.worker.policy import after_failure, is_poison, retry_delay_s
-from corral.worker.settings import WorkerSettings, parse_queue_weights
+from corral_worker.policy import after_failure, is_poison, retry_delay_s
+from corral_worker.settings import WorkerSettings, parse_queue_weights
 
 
 def test_every_key_of_a_queue_shares_one_hash_tag() -> None:

@@ -181,7 +181,7 @@ def test_build_steps_install_a_working_corral(tmp_path: Path) -> None:
     # The installed package, not the checkout, answers (cwd is elsewhere, no PYTHONPATH).
     python = corral.parent / "python"
     where = subprocess.run(
-        [str(python), "-c", "import corral.operator.models, corral.worker.runtime, corral, sys; "
+        [str(python), "-c", "import corral_operator.models, corral_worker.runtime, corral, sys; "
                             "print(corral.__file__)"],
         capture_output=True, text=True, env=clean_env, cwd=tmp_path, timeout=60)
     assert where.returncode == 0, where.stderr

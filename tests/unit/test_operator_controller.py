@@ -1,5 +1,5 @@
 """The per-TaskQueue control loop against a real Redis and a fake of our own
-Kubernetes seam (``corral.operator.kube.Kube``)."""
+Kubernetes seam (``corral_operator.kube.Kube``)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ import redis.asyncio
 
 from corral.client import Client
 from corral.keys import queue_keys
-from corral.operator import controller as ctl
-from corral.operator import deployment as dep
-from corral.operator.kube import KubeError, NotFound, ObjectRef
-from corral.operator.metrics import OperatorMetrics
+from corral_operator import controller as ctl
+from corral_operator import deployment as dep
+from corral_operator.kube import KubeError, NotFound, ObjectRef
+from corral_operator.metrics import OperatorMetrics
 from tests.unit.test_operator_models import VALID
 
 NS, NAME, UID = "shop", "emails", "uid-1"
@@ -366,7 +366,7 @@ async def test_unchanged_status_is_not_written_again(loop: ctl.TaskQueueControll
 
 
 async def test_condition_transition_times_only_move_on_flips() -> None:
-    from corral.operator import status as st
+    from corral_operator import status as st
     before = st.merge_conditions([], [st.ConditionUpdate("Ready", "True", "A", "x")], 1, "t1")
     same = st.merge_conditions(before, [st.ConditionUpdate("Ready", "True", "B", "y")], 2, "t2")
     flipped = st.merge_conditions(same, [st.ConditionUpdate("Ready", "False", "C", "z")], 3, "t3")

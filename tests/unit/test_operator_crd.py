@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import yaml
 
-from corral.operator import crd, models
+from corral_operator import crd, models
 
 
 def schema() -> dict[str, Any]:
@@ -28,7 +28,7 @@ def walk(node: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, Any]
 def test_generated_files_are_up_to_date() -> None:
     stale = crd.stale_files()
     assert not stale, (f"stale generated files {[str(p) for p in stale]}: "
-                       "run python -m corral.operator.crd")
+                       "run python -m corral_operator.crd")
 
 
 def test_chart_and_manifest_crds_are_the_same_file() -> None:

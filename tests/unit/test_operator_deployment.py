@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from corral.operator import deployment as dep
-from corral.operator import models
+from corral_operator import deployment as dep
+from corral_operator import models
 from tests.unit.test_operator_models import VALID, with_change
 
 OWNER = dep.Owner(name="emails", namespace="shop", uid="1234-5678")

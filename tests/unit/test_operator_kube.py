@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from corral.operator import kube
+from corral_operator import kube
 
 
 async def _raise(exc: BaseException) -> None:

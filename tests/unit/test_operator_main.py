@@ -5,9 +5,9 @@ from __future__ import annotations
 import kopf
 
 from corral.cli import build_parser
-from corral.operator import handlers, main
-from corral.operator.controller import Runtime
-from corral.operator.metrics import OperatorMetrics
+from corral_operator import handlers, main
+from corral_operator.controller import Runtime
+from corral_operator.metrics import OperatorMetrics
 
 
 def test_kopf_settings_keep_kopf_out_of_the_status() -> None:

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from corral.operator import models
+from corral_operator import models
 
 VALID: dict[str, Any] = {
     "redis": {"url": "redis://redis.example:6379/0"},

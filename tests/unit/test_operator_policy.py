@@ -7,7 +7,7 @@ import math
 from hypothesis import given
 from hypothesis import strategies as st
 
-from corral.operator.policy import Decision, Load, PolicyState, Reason, ScalingParams, decide
+from corral_operator.policy import Decision, Load, PolicyState, Reason, ScalingParams, decide
 
 P = ScalingParams(min_replicas=0, max_replicas=10, target_per_replica=100,
                   activation_backlog=1, stabilization_s=60, cooldown_s=300)

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from corral.worker.scheduler import LocalScheduler
+from corral_worker.scheduler import LocalScheduler
 
 
 def test_priority_then_fifo_within_a_queue() -> None:

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 
 import kopf
 
-from corral.operator import handlers, models
-from corral.operator.controller import ControllerSettings, Runtime
-from corral.operator.kube import Kube
-from corral.operator.metrics import MetricsServer, OperatorMetrics
+from corral_operator import handlers, models
+from corral_operator.controller import ControllerSettings, Runtime
+from corral_operator.kube import Kube
+from corral_operator.metrics import MetricsServer, OperatorMetrics
 
 log = logging.getLogger("corral.operator")
 

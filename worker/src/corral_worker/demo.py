@@ -46,7 +46,7 @@ def run_demo(redis_url: str | None, tasks: int) -> int:
     print(f"redis: {url}" + ("" if redis_url else f" (private {os.path.basename(server.binary)})"))  # type: ignore[union-attr]
     port = free_port()
     worker = subprocess.Popen(
-        [sys.executable, "-m", "corral", "--redis-url", url, "worker", "corral.demo:app",
+        [sys.executable, "-m", "corral", "--redis-url", url, "worker", "corral_worker.demo:app",
          "--queues", "critical=3,default=1", "--concurrency", "100", "--batch-size", "100",
          "--metrics-port", str(port), "--worker-id", "demo-worker", "--log-level", "ERROR"],
     )

@@ -22,8 +22,8 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.config.config_exception import ConfigException
 
 from corral.errors import CorralError
-from corral.operator import models
-from corral.operator.deployment import MANAGER
+from corral_operator import models
+from corral_operator.deployment import MANAGER
 
 Body = dict[str, Any]
 T = TypeVar("T")

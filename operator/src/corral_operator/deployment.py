@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from corral.operator import models
+from corral_operator import models
 
 MANAGER = "corral-operator"
 TASKQUEUE_LABEL = "corral.dev/taskqueue"

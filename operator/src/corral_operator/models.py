@@ -1,5 +1,5 @@
 """The TaskQueue resource as pydantic models: the operator validates with them
-and the CRD's OpenAPI schema is generated from them (``corral.operator.crd``).
+and the CRD's OpenAPI schema is generated from them (``corral_operator.crd``).
 
 Field names are snake_case here and camelCase in Kubernetes (``min_replicas`` is
 ``minReplicas``). Cross-field rules are written twice on purpose, as a CEL rule

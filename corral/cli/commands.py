@@ -1,54 +1,87 @@
-"""What each ``corral`` subcommand does (parsing lives in corral.cli)."""
+"""The core's subcommands: what a producer or an operator at a terminal needs. Each
+command has a small function that adds its parser and one that runs it."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from typing import Any
 
 from corral.admin import dead_tasks, dlq_change, known_queues
-from corral.app import load_app
+from corral.cli.args import Subcommands, int_range, json_arg, queue_arg, seconds
 from corral.client import Client
 from corral.connection import connect, default_url
 from corral.depths import QueueDepth, read_queue_depths
 from corral.errors import TaskFailed
-from corral.logs import setup_logging
 
 
-def _url(args: argparse.Namespace) -> str:
+def register(subcommands: Subcommands) -> None:
+    for add in (_add_enqueue, _add_status, _add_cancel, _add_result, _add_inspect, _add_dlq):
+        add(subcommands)
+
+
+def url_of(args: argparse.Namespace) -> str:
     return getattr(args, "redis_url", None) or default_url()
 
 
-def worker(args: argparse.Namespace) -> int:
-    from corral.worker.runtime import run_worker
-    from corral.worker.settings import WorkerSettings
+def _add_enqueue(subcommands: Subcommands) -> None:
+    command = subcommands.add_parser("enqueue", help="enqueue one task")
+    command.add_argument("task", help="task name")
+    command.add_argument("--args", type=json_arg(list), default=[], help="JSON list")
+    command.add_argument("--kwargs", type=json_arg(dict), default={}, help="JSON object")
+    command.add_argument("--queue", type=queue_arg, default="default")
+    command.add_argument("--priority", type=int_range(0, 9), default=0, help="0-9, 9 first")
+    command.add_argument("--delay", type=seconds, default=0.0, help="seconds before it may run")
+    command.add_argument("--key", default=None, help="de-duplication key")
+    command.add_argument("--wait", type=seconds, default=None,
+                         help="wait up to this many seconds for the result and print it")
+    command.set_defaults(run=enqueue)
 
-    setup_logging(args.log_format, args.log_level)
-    # Like other app servers: the app module is looked up from the current directory too.
-    sys.path.insert(0, os.getcwd())
-    app = load_app(args.app)
-    settings = WorkerSettings(
-        redis_url=_url(args),
-        queues=args.queues,
-        concurrency=args.concurrency,
-        batch_size=args.batch_size,
-        lease_s=args.lease_seconds,
-        grace_s=args.grace_seconds,
-        metrics_host=args.metrics_host,
-        metrics_port=None if args.metrics_port < 0 else args.metrics_port,
-        debug_endpoint=not args.no_debug_endpoint,
-        max_payload_bytes=app.max_payload_bytes,
-        **({"worker_id": args.worker_id} if args.worker_id else {}),
-    )
-    run_worker(app, settings)
-    return 0
+
+def _add_status(subcommands: Subcommands) -> None:
+    command = subcommands.add_parser("status", help="print a task's status")
+    command.add_argument("id")
+    command.add_argument("--queue", type=queue_arg, default="default")
+    command.set_defaults(run=status)
+
+
+def _add_cancel(subcommands: Subcommands) -> None:
+    command = subcommands.add_parser("cancel", help="cancel a task")
+    command.add_argument("id")
+    command.add_argument("--queue", type=queue_arg, default="default")
+    command.set_defaults(run=cancel)
+
+
+def _add_result(subcommands: Subcommands) -> None:
+    command = subcommands.add_parser("result", help="wait for a task's result and print it")
+    command.add_argument("id")
+    command.add_argument("--queue", type=queue_arg, default="default")
+    command.add_argument("--timeout", type=seconds, default=10.0)
+    command.set_defaults(run=result)
+
+
+def _add_inspect(subcommands: Subcommands) -> None:
+    command = subcommands.add_parser("inspect", help="queues, backlogs and live workers")
+    command.add_argument("--queue", type=queue_arg, action="append", dest="queues",
+                         help="queue to show (repeatable; default: every queue found)")
+    command.add_argument("--json", action="store_true", help="print JSON")
+    command.set_defaults(run=inspect)
+
+
+def _add_dlq(subcommands: Subcommands) -> None:
+    command = subcommands.add_parser("dlq", help="the dead-letter queue")
+    command.add_argument("action", choices=("list", "requeue", "purge"))
+    command.add_argument("ids", nargs="*", help="task ids (default: all)")
+    command.add_argument("--queue", type=queue_arg, default="default")
+    command.add_argument("--limit", type=int_range(1, 100_000), default=100)
+    command.set_defaults(run=dlq)
+
 
 
 async def enqueue(args: argparse.Namespace) -> int:
-    async with Client.from_url(_url(args)) as client:
+    async with Client.from_url(url_of(args)) as client:
         handle = await client.enqueue(
             args.task, args.args, args.kwargs, queue=args.queue, priority=args.priority,
             delay=args.delay, key=args.key,
@@ -60,21 +93,21 @@ async def enqueue(args: argparse.Namespace) -> int:
 
 
 async def status(args: argparse.Namespace) -> int:
-    async with Client.from_url(_url(args)) as client:
+    async with Client.from_url(url_of(args)) as client:
         state = await client.status(args.id, queue=args.queue)
     print(state)
     return 0 if state != "unknown" else 1
 
 
 async def cancel(args: argparse.Namespace) -> int:
-    async with Client.from_url(_url(args)) as client:
+    async with Client.from_url(url_of(args)) as client:
         cancelled = await client.cancel(args.id, queue=args.queue)
     print("cancelled" if cancelled else "not cancelled (unknown or already finished)")
     return 0 if cancelled else 1
 
 
 async def result(args: argparse.Namespace) -> int:
-    async with Client.from_url(_url(args)) as client:
+    async with Client.from_url(url_of(args)) as client:
         return await _print_result(client, args.id, args.queue, args.timeout)
 
 
@@ -92,7 +125,7 @@ async def _print_result(client: Client, task_id: str, queue: str, timeout_s: flo
 
 
 async def inspect(args: argparse.Namespace) -> int:
-    redis = connect(_url(args))
+    redis = connect(url_of(args))
     try:
         queues = args.queues or await known_queues(redis)
         depths = await read_queue_depths(redis, queues) if queues else {}
@@ -144,7 +177,7 @@ def format_depths(depths: dict[str, QueueDepth]) -> str:
 
 
 async def dlq(args: argparse.Namespace) -> int:
-    redis = connect(_url(args))
+    redis = connect(url_of(args))
     try:
         if args.action == "list":
             for task in await dead_tasks(redis, args.queue, args.limit):
@@ -165,19 +198,3 @@ def _one_line(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
-def operator(args: argparse.Namespace) -> int:
-    from corral.operator.main import run_operator
-
-    setup_logging(args.log_format)
-    run_operator(
-        namespaces=args.namespaces, metrics_port=args.metrics_port, health_port=args.health_port,
-        host=args.host, peering=args.peering, priority=args.priority,
-        peering_lifetime_s=args.peering_lifetime,
-    )
-    return 0
-
-
-def demo(args: argparse.Namespace) -> int:
-    from corral.demo import run_demo
-
-    return run_demo(getattr(args, "redis_url", None), args.tasks)

@@ -20,13 +20,13 @@ from redis.exceptions import RedisError
 from corral.connection import connect, redact
 from corral.depths import QueueDepth, read_queue_depths
 from corral.errors import ConfigError
-from corral.operator import deployment as dep
-from corral.operator import models
-from corral.operator import status as st
-from corral.operator.kube import Kube, KubeError, NotFound, ObjectRef, now_rfc3339
-from corral.operator.metrics import OperatorMetrics
-from corral.operator.policy import Decision, Load, PolicyState, ScalingParams, decide
 from corral.scripts import Scripts
+from corral_operator import deployment as dep
+from corral_operator import models
+from corral_operator import status as st
+from corral_operator.kube import Kube, KubeError, NotFound, ObjectRef, now_rfc3339
+from corral_operator.metrics import OperatorMetrics
+from corral_operator.policy import Decision, Load, PolicyState, ScalingParams, decide
 
 log = logging.getLogger("corral.operator")
 Body = dict[str, Any]

@@ -1,5 +1,5 @@
 """Everything the operator reacts to, in one place. Each handler is a thin wrapper
-around a plain async function of ``corral.operator.controller``.
+around a plain async function of ``corral_operator.controller``.
 
 - login: credentials for kopf's own watches (in-cluster, else the kubeconfig).
 - a daemon per TaskQueue: its control loop, stopped when the TaskQueue goes.
@@ -12,8 +12,8 @@ from typing import Any
 
 import kopf
 
-from corral.operator import controller, models
-from corral.operator.controller import Runtime
+from corral_operator import controller, models
+from corral_operator.controller import Runtime
 
 TASKQUEUES = (models.GROUP, models.VERSION, models.PLURAL)
 

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from corral.operator.policy import Decision, Reason
+from corral_operator.policy import Decision, Reason
 
 Body = dict[str, Any]
 Status = Literal["True", "False", "Unknown"]

@@ -28,15 +28,15 @@ from corral.serialization import (
     encode_error,
     encode_result,
 )
-from corral.worker.broker import Broker, Job, Outcome, now_ms
-from corral.worker.http import HttpServer
-from corral.worker.metrics import WorkerCollector, WorkerMetrics
-from corral.worker.policy import after_failure, is_poison
-from corral.worker.resilience import RedisHealth, survive
-from corral.worker.scheduler import LocalScheduler
-from corral.worker.settings import WorkerSettings
+from corral_worker.broker import Broker, Job, Outcome, now_ms
+from corral_worker.http import HttpServer
+from corral_worker.metrics import WorkerCollector, WorkerMetrics
+from corral_worker.policy import after_failure, is_poison
+from corral_worker.resilience import RedisHealth, survive
+from corral_worker.scheduler import LocalScheduler
+from corral_worker.settings import WorkerSettings
 
-log = logging.getLogger("corral.worker")
+log = logging.getLogger("corral_worker")
 
 TIMEOUT_SWEEP_S = 0.1
 # Outcomes per finish call: large enough to batch, small enough for one Lua unpack().

@@ -8,9 +8,9 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 
-from corral.worker.metrics import WorkerMetrics
+from corral_worker.metrics import WorkerMetrics
 
-log = logging.getLogger("corral.worker")
+log = logging.getLogger("corral_worker")
 
 
 class RedisHealth:

@@ -8,7 +8,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
-from corral.worker.debug import dump_tasks
+from corral_worker.debug import dump_tasks
 
 # A loop this late is alive but too slow to be trusted with leases.
 MAX_HEALTHY_LAG_S = 5.0

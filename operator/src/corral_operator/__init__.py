@@ -1,0 +1,1 @@
+"""The Kubernetes operator: TaskQueue resources in, scaled worker Deployments out."""

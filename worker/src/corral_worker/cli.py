@@ -1,0 +1,101 @@
+"""``corral worker`` and ``corral demo``: the subcommands this distribution adds to the
+``corral`` command line (registered through the ``corral.commands`` entry point)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from pydantic import ValidationError
+
+from corral.app import load_app
+from corral.cli.args import Subcommands, UsageError, int_range, seconds
+from corral.cli.commands import url_of
+from corral.logs import setup_logging
+from corral_worker.settings import WorkerSettings, parse_queue_weights
+
+
+def register(subcommands: Subcommands) -> None:
+    _add_worker(subcommands)
+    _add_demo(subcommands)
+
+
+def _queue_weights(text: str) -> dict[str, int]:
+    try:
+        return parse_queue_weights(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_worker(subcommands: Subcommands) -> None:
+    worker = subcommands.add_parser("worker", help="run a worker")
+    worker.add_argument("app", help="the corral.App to serve, as MODULE:ATTR")
+    worker.add_argument("--redis-url", default=argparse.SUPPRESS, help="Redis URL")
+    worker.add_argument("--queues", type=_queue_weights, default={"default": 1},
+                        help="queues with weights, e.g. critical=5,default=1 (default: default)")
+    worker.add_argument("--concurrency", type=int_range(1, 10_000), default=50,
+                        help="tasks running at once (default 50)")
+    worker.add_argument("--batch-size", type=int_range(1, 1_000), default=25,
+                        help="tasks claimed per round trip and prefetched per queue (default 25)")
+    worker.add_argument("--metrics-port", type=int_range(-1, 65_535), default=9100,
+                        help="port for /metrics, /healthz, /readyz, /debug/tasks; 0 picks a "
+                             "free one, -1 turns the server off (default 9100)")
+    worker.add_argument("--metrics-host", default="127.0.0.1",
+                        help="address to bind (default 127.0.0.1; 0.0.0.0 in a pod)")
+    worker.add_argument("--lease-seconds", type=seconds, default=30.0,
+                        help="lease per claimed task, renewed while it runs (default 30)")
+    worker.add_argument("--grace-seconds", type=seconds, default=30.0,
+                        help="on SIGTERM, how long running tasks may finish (default 30)")
+    worker.add_argument("--worker-id", default=None, help="registry id (default: hostname)")
+    worker.add_argument("--no-debug-endpoint", action="store_true",
+                        help="do not serve /debug/tasks")
+    worker.add_argument("--log-format", choices=("text", "json"), default="text")
+    worker.add_argument("--log-level", default="INFO",
+                        choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    worker.set_defaults(run=run_worker_command)
+
+
+def _add_demo(subcommands: Subcommands) -> None:
+    demo = subcommands.add_parser(
+        "demo", help="run a worker and a sample workload on a private Redis/Valkey"
+    )
+    demo.add_argument("--tasks", type=int_range(1, 10_000_000), default=20_000)
+    demo.add_argument("--redis-url", default=argparse.SUPPRESS,
+                      help="use this Redis instead of a private one")
+    demo.set_defaults(run=run_demo_command)
+
+
+def run_worker_command(args: argparse.Namespace) -> int:
+    from corral_worker.runtime import run_worker
+
+    setup_logging(args.log_format, args.log_level)
+    # Like other app servers: the app module is looked up from the current directory too.
+    sys.path.insert(0, os.getcwd())
+    app = load_app(args.app)
+    try:
+        settings = WorkerSettings(
+            redis_url=url_of(args),
+            queues=args.queues,
+            concurrency=args.concurrency,
+            batch_size=args.batch_size,
+            lease_s=args.lease_seconds,
+            grace_s=args.grace_seconds,
+            metrics_host=args.metrics_host,
+            metrics_port=None if args.metrics_port < 0 else args.metrics_port,
+            debug_endpoint=not args.no_debug_endpoint,
+            max_payload_bytes=app.max_payload_bytes,
+            **({"worker_id": args.worker_id} if args.worker_id else {}),
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise UsageError(f"{where}: {first['msg']}") from None
+    run_worker(app, settings)
+    return 0
+
+
+def run_demo_command(args: argparse.Namespace) -> int:
+    from corral_worker.demo import run_demo
+
+    return run_demo(getattr(args, "redis_url", None), args.tasks)
