@@ -31,7 +31,7 @@ from tests.unit.test_operator_models import INVALID, VALID, docs_taskqueues
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
-CRD_FILE = crd.CRD_FILES[0]
+CRD_FILE = REPO / crd.CRD_FILES[0]
 T = TypeVar("T")
 
 

@@ -15,7 +15,10 @@ from pathlib import Path
 
 import redis.asyncio
 
-_LUA_DIR = Path(__file__).resolve().parents[2] / "corral" / "_lua"
+import corral.scripts
+
+# The scripts as the installed package ships them.
+_LUA_DIR = Path(corral.scripts.__file__).parent / "_lua"
 _SCRIPT_CALLS = {"evalsha", "evalsha_ro", "eval", "eval_ro", "fcall", "fcall_ro"}
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+import corral_worker.metrics
 from tests.support.k8s import k8s_bin_dir
 
 REPO = Path(__file__).resolve().parents[2]
@@ -355,7 +356,7 @@ def metric_names(expr: str) -> set[str]:
 
 
 def known_series() -> set[str]:
-    source = (REPO / "worker" / "src" / "corral_worker" / "metrics.py").read_text()
+    source = Path(corral_worker.metrics.__file__).read_text()
     for family in WORKER_SERIES:
         assert f'"{family}"' in source, f"worker metric family {family} is gone"
     return OPERATOR_METRICS | set().union(*WORKER_SERIES.values())

@@ -143,6 +143,7 @@ def copy_context(dest: Path) -> list[str]:
     return sorted(copied)
 
 
+@pytest.mark.checkout
 def test_build_context_is_only_the_package(tmp_path: Path) -> None:
     copied = copy_context(tmp_path)
     assert "pyproject.toml" in copied
@@ -153,6 +154,7 @@ def test_build_context_is_only_the_package(tmp_path: Path) -> None:
                 or "__pycache__" in p]
 
 
+@pytest.mark.checkout
 def test_build_steps_install_a_working_corral(tmp_path: Path) -> None:
     """Repeat the build stage in a fresh directory and venv, then run the entrypoint."""
     context, root = tmp_path / "src", tmp_path / "root"

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
 from corral_operator import crd, models
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def schema() -> dict[str, Any]:
@@ -26,13 +29,13 @@ def walk(node: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, Any]
 
 
 def test_generated_files_are_up_to_date() -> None:
-    stale = crd.stale_files()
+    stale = crd.stale_files(REPO)
     assert not stale, (f"stale generated files {[str(p) for p in stale]}: "
                        "run python -m corral_operator.crd")
 
 
 def test_chart_and_manifest_crds_are_the_same_file() -> None:
-    texts = {path.read_text() for path in crd.CRD_FILES}
+    texts = {(REPO / path).read_text() for path in crd.CRD_FILES}
     assert len(texts) == 1
 
 

@@ -22,13 +22,12 @@ from pydantic import BaseModel
 
 from corral_operator import models
 
-# Run from a checkout: the generated files live beside operator/ in the repository.
-REPO = Path(__file__).resolve().parents[3]
+# The generated files, relative to the root of the repository.
 CRD_FILES = (
-    REPO / "manifests" / "crds" / f"{models.CRD_NAME}.yaml",
-    REPO / "charts" / "corral" / "crds" / f"{models.CRD_NAME}.yaml",
+    Path("manifests") / "crds" / f"{models.CRD_NAME}.yaml",
+    Path("charts") / "corral" / "crds" / f"{models.CRD_NAME}.yaml",
 )
-DOCS_FILE = REPO / "docs" / "operator.md"
+DOCS_FILE = Path("docs") / "operator.md"
 DOCS_BEGIN = "<!-- BEGIN GENERATED FIELD REFERENCE (python -m corral_operator.crd) -->"
 DOCS_END = "<!-- END GENERATED FIELD REFERENCE -->"
 HEADER = (
@@ -270,15 +269,16 @@ def render_docs(current: str) -> str:
 # -- command line -----------------------------------------------------------------------
 
 
-def expected_files() -> dict[Path, str]:
-    files = dict.fromkeys(CRD_FILES, render_yaml())
-    if DOCS_FILE.exists():
-        files[DOCS_FILE] = render_docs(DOCS_FILE.read_text())
+def expected_files(root: Path) -> dict[Path, str]:
+    files = dict.fromkeys((root / path for path in CRD_FILES), render_yaml())
+    docs = root / DOCS_FILE
+    if docs.exists():
+        files[docs] = render_docs(docs.read_text())
     return files
 
 
-def stale_files() -> list[Path]:
-    return [path for path, text in expected_files().items()
+def stale_files(root: Path) -> list[Path]:
+    return [path for path, text in expected_files(root).items()
             if not path.exists() or path.read_text() != text]
 
 
@@ -286,19 +286,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m corral_operator.crd", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="fail when a file is stale")
+    parser.add_argument("--root", type=Path, default=Path.cwd(),
+                        help="the repository's root (default: the current directory)")
     args = parser.parse_args(argv)
+    root: Path = args.root
+    if not (root / "charts" / "corral").is_dir():
+        parser.error(f"{root} is not the root of the Corral repository (see --root)")
     if args.check:
-        stale = stale_files()
+        stale = stale_files(root)
         for path in stale:
-            print(f"stale: {path.relative_to(REPO)}", file=sys.stderr)
+            print(f"stale: {path.relative_to(root)}", file=sys.stderr)
         if stale:
             print("run: python -m corral_operator.crd", file=sys.stderr)
         return 1 if stale else 0
-    for path, text in expected_files().items():
+    for path, text in expected_files(root).items():
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists() or path.read_text() != text:
             path.write_text(text)
-            print(f"wrote {path.relative_to(REPO)}")
+            print(f"wrote {path.relative_to(root)}")
     return 0
 
 
