@@ -145,11 +145,13 @@ class RedisTarget:
 def parse_url(url: str) -> RedisTarget:
     """Check a URL of any supported scheme; raises ConfigError naming what is wrong."""
     scheme, sep, rest = url.partition("://")
-    if not sep or scheme not in _SCHEMES:
-        raise ConfigError(
-            f"unsupported Redis URL {redact(url)!r}: expected one of "
-            + ", ".join(f"{s}://" for s in _SCHEMES)
-        )
+    expected = ", ".join(f"{s}://" for s in _SCHEMES)
+    if not sep:
+        # Not repeated: it may be any Secret value a TaskQueue named as its URL.
+        raise ConfigError(f"not a Redis URL (no scheme://): expected one of {expected}")
+    if scheme not in _SCHEMES:
+        raise ConfigError(f"unsupported Redis URL scheme {scheme[:20]!r}: expected one of "
+                          f"{expected}")
     try:
         return _parse(scheme, rest)
     except ValueError as exc:
