@@ -342,6 +342,14 @@ def test_admission_policy_per_tenant(helm: str, tmp_path: Path) -> None:
     assert "serviceAccountName in []" in only["expression"]
 
 
+def test_admission_policy_needs_kubernetes_1_30(helm: str, tmp_path: Path) -> None:
+    proc = run_helm(helm, "template", "corral", str(CHART), "--kube-version", "1.29.0",
+                    values={"admissionPolicy": {"enabled": True, "tenants": [TENANT]}},
+                    tmp_path=tmp_path)
+    assert proc.returncode != 0
+    assert "admissionPolicy needs Kubernetes 1.30 or later" in proc.stderr
+
+
 @pytest.mark.parametrize(("values", "message"), [
     ({"admissionPolicy": {"enabled": True}}, "needs at least one entry"),
     ({"admissionPolicy": {"enabled": True, "tenants": [{"name": "Team A",
