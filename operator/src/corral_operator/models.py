@@ -139,7 +139,7 @@ class RedisSpec(_Model):
                     "(without it, the system's CAs are used).")
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> RedisSpec:
+    def _url_rules(self) -> RedisSpec:
         if (self.url is None) == (self.url_secret_ref is None):
             raise ValueError(REDIS_RULES[0]["message"])
         if self.ca_secret_ref is not None and self.url is not None \
