@@ -19,16 +19,23 @@ go in the options. Options are query parameters, and unknown ones are refused:
   ``db`` (for ``unix://``);
 * Sentinel only: ``sentinel_username``, ``sentinel_password``, ``sentinel_ssl``
   (``true`` when the Sentinels themselves speak TLS).
+
+Over TLS the server's certificate is verified, chain and host name, unless the URL
+says otherwise (``ssl_cert_reqs=none``, ``ssl_check_hostname=false``). The CA comes
+from ``ssl_ca_certs``, else from ``$CORRAL_REDIS_CA_CERTS`` for the URL of
+``$CORRAL_REDIS_URL`` (how worker pods get a TaskQueue's ``spec.redis.caSecretRef``),
+else from ``connect(..., ca_data=...)``, else the system's CAs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl, quote, unquote
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, ClusterPubSub, RedisCluster
@@ -93,7 +100,21 @@ _SECRET_OPTIONS = re.compile(r"((?:^|[?&])[^=&]*password=)[^&]*")
 
 
 def default_url() -> str:
-    return os.environ.get("CORRAL_REDIS_URL") or DEFAULT_REDIS_URL
+    """``$CORRAL_REDIS_URL`` (with ``$CORRAL_REDIS_CA_CERTS`` as its CA file), else
+    redis://localhost:6379/0."""
+    url = os.environ.get("CORRAL_REDIS_URL") or DEFAULT_REDIS_URL
+    ca_file = os.environ.get("CORRAL_REDIS_CA_CERTS")
+    return with_ca_file(url, ca_file) if ca_file else url
+
+
+def with_ca_file(url: str, ca_file: str) -> str:
+    """``url`` with ``ssl_ca_certs=ca_file``, unless it names a CA file of its own. On a
+    URL without TLS the option makes ``parse_url`` refuse it, as it should."""
+    _, _, query = url.partition("?")
+    if any(name == "ssl_ca_certs" for name, _ in parse_qsl(query, keep_blank_values=True)):
+        return url
+    option = f"ssl_ca_certs={quote(ca_file, safe='/')}"
+    return f"{url}&{option}" if query else f"{url.removesuffix('?')}?{option}"
 
 
 def redact(url: str) -> str:
@@ -124,11 +145,13 @@ class RedisTarget:
 def parse_url(url: str) -> RedisTarget:
     """Check a URL of any supported scheme; raises ConfigError naming what is wrong."""
     scheme, sep, rest = url.partition("://")
-    if not sep or scheme not in _SCHEMES:
-        raise ConfigError(
-            f"unsupported Redis URL {redact(url)!r}: expected one of "
-            + ", ".join(f"{s}://" for s in _SCHEMES)
-        )
+    expected = ", ".join(f"{s}://" for s in _SCHEMES)
+    if not sep:
+        # Not repeated: it may be any Secret value a TaskQueue named as its URL.
+        raise ConfigError(f"not a Redis URL (no scheme://): expected one of {expected}")
+    if scheme not in _SCHEMES:
+        raise ConfigError(f"unsupported Redis URL scheme {scheme[:20]!r}: expected one of "
+                          f"{expected}")
     try:
         return _parse(scheme, rest)
     except ValueError as exc:
@@ -178,10 +201,13 @@ def _host_port(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def connect(url: str, *, max_connections: int | None = None) -> Redis:
+def connect(url: str, *, max_connections: int | None = None,
+            ca_data: str | None = None) -> Redis:
     """An asyncio client for ``url``. For ``redis+cluster://`` it is a RedisCluster,
-    which serves every command Corral sends (each script touches one hash slot)."""
-    target = parse_url(url)
+    which serves every command Corral sends (each script touches one hash slot).
+    ``ca_data``: PEM CA certificates to verify a ``rediss://`` server with, when the
+    URL names no ``ssl_ca_certs``."""
+    target = _with_tls_defaults(parse_url(url), ca_data, url)
     if target.kind == "cluster":
         return _cluster(target, max_connections)
     if target.kind == "sentinel":
@@ -204,6 +230,20 @@ def connect(url: str, *, max_connections: int | None = None) -> Redis:
     pool.connection_class = faster_connection_class(pool.connection_class)
     # from_pool hands the pool to the client, so aclose() closes its connections too.
     return Redis.from_pool(pool)
+
+
+def _with_tls_defaults(target: RedisTarget, ca_data: str | None, url: str) -> RedisTarget:
+    """Verification on, whatever redis-py's defaults are, and the CA given."""
+    if not target.tls:
+        if ca_data is not None:
+            raise ConfigError(f"a CA certificate needs a rediss:// URL, not {redact(url)!r}")
+        return target
+    options = dict(target.options)
+    options.setdefault("ssl_cert_reqs", "required")
+    options.setdefault("ssl_check_hostname", options["ssl_cert_reqs"] == "required")
+    if ca_data is not None and "ssl_ca_certs" not in options:
+        options["ssl_ca_data"] = ca_data
+    return dataclasses.replace(target, options=options)
 
 
 def is_cluster(redis: Redis) -> bool:

@@ -72,3 +72,12 @@ async def test_connect_builds_the_client_for_the_scheme() -> None:
             await client.aclose()
     with pytest.raises(ConfigError):
         connect("redis://h:1/0?bogus=1")
+
+
+@pytest.mark.parametrize("value", ["hunter2", "s3cret-token value", "user:hunter2@host"])
+def test_a_value_that_is_no_url_is_not_repeated(value: str) -> None:
+    # The operator reads whatever Secret key a TaskQueue names; the error it reports
+    # in the TaskQueue's status must not show a Secret that was never a URL.
+    with pytest.raises(ConfigError, match="not a Redis URL") as caught:
+        parse_url(value)
+    assert "hunter2" not in str(caught.value) and "s3cret" not in str(caught.value)
