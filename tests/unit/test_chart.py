@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from corral_operator.metrics import OperatorMetrics
 from tests.support.k8s import k8s_bin_dir
 
 REPO = Path(__file__).resolve().parents[2]
@@ -366,10 +367,6 @@ SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), 
 
 def operator_series() -> set[str]:
     """Series names the operator really exports (from its registry's exposition)."""
-    try:
-        from corral_operator.metrics import OperatorMetrics
-    except ImportError:
-        return set()
     text = OperatorMetrics().render().decode()
     # Newer prometheus-client versions name counters with their _total in the TYPE line.
     return {name.removesuffix("_total") + suffix
