@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import pytest
 
@@ -37,11 +37,12 @@ def wait_until(what: str, check: Callable[[], tuple[bool, T]], timeout_s: float 
     """Call ``check`` until it returns ``(True, value)``; return that value. On timeout
     the error names ``what`` and the last value seen."""
     deadline = time.monotonic() + timeout_s
-    last: Any = None
+    last: T | None = None
     while time.monotonic() < deadline:
-        ok, last = check()
+        ok, value = check()
         if ok:
-            return last  # type: ignore[no-any-return]
+            return value
+        last = value
         time.sleep(interval_s)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}; last seen: {last}")
 
