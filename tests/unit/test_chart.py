@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 import corral_worker.metrics
+from corral_operator.metrics import OperatorMetrics
 from tests.support.k8s import k8s_bin_dir
 
 REPO = Path(__file__).resolve().parents[2]
@@ -462,10 +463,6 @@ SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), 
 
 def operator_series() -> set[str]:
     """Series names the operator really exports (from its registry's exposition)."""
-    try:
-        from corral_operator.metrics import OperatorMetrics
-    except ImportError:
-        return set()
     text = OperatorMetrics().render().decode()
     # Newer prometheus-client versions name counters with their _total in the TYPE line.
     return {name.removesuffix("_total") + suffix

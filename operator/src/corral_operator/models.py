@@ -23,6 +23,8 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from corral import defaults
+
 GROUP = "corral.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -227,21 +229,25 @@ class WorkerSpec(_Model):
         pattern=APP_PATTERN, max_length=512,
         description="The corral.App to serve, as MODULE:ATTR.")
     concurrency: int = Field(
-        default=50, ge=1, le=10_000, description="Tasks running at once per pod.")
+        default=defaults.CONCURRENCY.default, ge=defaults.CONCURRENCY.min,
+        le=defaults.CONCURRENCY.max, description="Tasks running at once per pod.")
     batch_size: int = Field(
-        default=25, ge=1, le=1_000,
+        default=defaults.BATCH_SIZE.default, ge=defaults.BATCH_SIZE.min,
+        le=defaults.BATCH_SIZE.max,
         description="Tasks claimed per round trip and prefetched per queue.")
     lease_seconds: int = Field(
-        default=30, ge=2, le=86_400,
+        default=defaults.LEASE_S.default, ge=defaults.LEASE_S.min,
+        le=defaults.LEASE_S.max,
         description="Lease per claimed task, renewed while it runs.")
     grace_seconds: int = Field(
-        default=30, ge=0, le=86_400,
+        default=defaults.GRACE_S.default, ge=defaults.GRACE_S.min,
+        le=defaults.GRACE_S.max,
         description="On SIGTERM, how long running tasks may finish. The pod's "
                     "terminationGracePeriodSeconds is this plus a margin.")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
-        default="INFO", description="Worker log level.")
+    log_level: defaults.LogLevel = Field(
+        default=defaults.LOG_LEVEL, description="Worker log level.")
     metrics_port: int = Field(
-        default=9100, ge=1024, le=65_535,
+        default=defaults.METRICS_PORT, ge=1024, le=65_535,
         description="Port of /metrics, /healthz and /readyz.")
     run_as_user: int = Field(
         default=65532, ge=1, description="Non-root user id the worker runs as.")

@@ -9,11 +9,17 @@ import sys
 
 from pydantic import ValidationError
 
+from corral import defaults
 from corral.app import load_app
 from corral.cli.args import Subcommands, UsageError, int_range, seconds
 from corral.cli.commands import url_of
 from corral.logs import setup_logging
-from corral_worker.settings import WorkerSettings, parse_queue_weights
+from corral_worker.settings import (
+    DEFAULT_METRICS_HOST,
+    DEFAULT_QUEUES,
+    WorkerSettings,
+    parse_queue_weights,
+)
 
 
 def register(subcommands: Subcommands) -> None:
@@ -32,27 +38,36 @@ def _add_worker(subcommands: Subcommands) -> None:
     worker = subcommands.add_parser("worker", help="run a worker")
     worker.add_argument("app", help="the corral.App to serve, as MODULE:ATTR")
     worker.add_argument("--redis-url", default=argparse.SUPPRESS, help="Redis URL")
-    worker.add_argument("--queues", type=_queue_weights, default={"default": 1},
-                        help="queues with weights, e.g. critical=5,default=1 (default: default)")
-    worker.add_argument("--concurrency", type=int_range(1, 10_000), default=50,
-                        help="tasks running at once (default 50)")
-    worker.add_argument("--batch-size", type=int_range(1, 1_000), default=25,
-                        help="tasks claimed per round trip and prefetched per queue (default 25)")
-    worker.add_argument("--metrics-port", type=int_range(-1, 65_535), default=9100,
+    worker.add_argument("--queues", type=_queue_weights, default=dict(DEFAULT_QUEUES),
+                        help="queues with weights, e.g. critical=5,default=1 (default: "
+                             f"{','.join(DEFAULT_QUEUES)})")
+    concurrency, batch_size = defaults.CONCURRENCY, defaults.BATCH_SIZE
+    worker.add_argument("--concurrency", type=int_range(concurrency.min, concurrency.max),
+                        default=concurrency.default,
+                        help=f"tasks running at once (default {concurrency.default})")
+    worker.add_argument("--batch-size", type=int_range(batch_size.min, batch_size.max),
+                        default=batch_size.default,
+                        help="tasks claimed per round trip and prefetched per queue "
+                             f"(default {batch_size.default})")
+    worker.add_argument("--metrics-port", type=int_range(-1, 65_535),
+                        default=defaults.METRICS_PORT,
                         help="port for /metrics, /healthz, /readyz, /debug/tasks; 0 picks a "
-                             "free one, -1 turns the server off (default 9100)")
-    worker.add_argument("--metrics-host", default="127.0.0.1",
-                        help="address to bind (default 127.0.0.1; 0.0.0.0 in a pod)")
-    worker.add_argument("--lease-seconds", type=seconds, default=30.0,
-                        help="lease per claimed task, renewed while it runs (default 30)")
-    worker.add_argument("--grace-seconds", type=seconds, default=30.0,
-                        help="on SIGTERM, how long running tasks may finish (default 30)")
+                             "free one, -1 turns the server off "
+                             f"(default {defaults.METRICS_PORT})")
+    worker.add_argument("--metrics-host", default=DEFAULT_METRICS_HOST,
+                        help=f"address to bind (default {DEFAULT_METRICS_HOST}; "
+                             "0.0.0.0 in a pod)")
+    # Seconds are checked against their bounds by WorkerSettings.
+    lease, grace = defaults.LEASE_S.default, defaults.GRACE_S.default
+    worker.add_argument("--lease-seconds", type=seconds, default=float(lease),
+                        help=f"lease per claimed task, renewed while it runs (default {lease})")
+    worker.add_argument("--grace-seconds", type=seconds, default=float(grace),
+                        help=f"on SIGTERM, how long running tasks may finish (default {grace})")
     worker.add_argument("--worker-id", default=None, help="registry id (default: hostname)")
     worker.add_argument("--no-debug-endpoint", action="store_true",
                         help="do not serve /debug/tasks")
     worker.add_argument("--log-format", choices=("text", "json"), default="text")
-    worker.add_argument("--log-level", default="INFO",
-                        choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    worker.add_argument("--log-level", default=defaults.LOG_LEVEL, choices=defaults.LOG_LEVELS)
     worker.set_defaults(run=run_worker_command)
 
 

@@ -7,8 +7,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from corral import defaults
 from corral.keys import validate_queue_name
 from corral.serialization import DEFAULT_MAX_PAYLOAD_BYTES
+
+DEFAULT_QUEUES = {"default": 1}
+# Loopback unless asked otherwise; the operator's pods bind 0.0.0.0.
+DEFAULT_METRICS_HOST = "127.0.0.1"
 
 
 def parse_queue_weights(text: str) -> dict[str, int]:
@@ -38,13 +43,18 @@ class WorkerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     redis_url: str
-    queues: dict[str, int] = Field(default_factory=lambda: {"default": 1})
-    concurrency: int = Field(50, ge=1, le=10_000)
-    batch_size: int = Field(25, ge=1, le=1_000)
-    lease_s: float = Field(30.0, ge=2.0, le=86_400.0)
-    grace_s: float = Field(30.0, ge=0.0, le=86_400.0)
-    metrics_host: str = "127.0.0.1"
-    metrics_port: int | None = Field(9100, ge=0, le=65_535)
+    queues: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_QUEUES))
+    concurrency: int = Field(
+        defaults.CONCURRENCY.default, ge=defaults.CONCURRENCY.min, le=defaults.CONCURRENCY.max)
+    batch_size: int = Field(
+        defaults.BATCH_SIZE.default, ge=defaults.BATCH_SIZE.min, le=defaults.BATCH_SIZE.max)
+    lease_s: float = Field(
+        float(defaults.LEASE_S.default), ge=defaults.LEASE_S.min, le=defaults.LEASE_S.max)
+    grace_s: float = Field(
+        float(defaults.GRACE_S.default), ge=defaults.GRACE_S.min, le=defaults.GRACE_S.max)
+    metrics_host: str = DEFAULT_METRICS_HOST
+    # 0 picks a free port; None serves nothing.
+    metrics_port: int | None = Field(defaults.METRICS_PORT, ge=0, le=65_535)
     worker_id: str = Field(default_factory=socket.gethostname, min_length=1, max_length=253)
     # A safety net only: the heartbeat (every heartbeat_s) already wakes an idle queue
     # that has backlog, and a wake message or the next due time wakes it sooner.
