@@ -12,10 +12,19 @@ from typing import Any
 
 from corral.admin import known_queues
 from corral.app import App, load_app
-from corral.cli.args import CliError, Subcommands, int_range, json_arg, queue_arg, seconds
+from corral.cli.args import (
+    CliError,
+    Subcommands,
+    int_range,
+    json_arg,
+    queue_arg,
+    seconds,
+    url_of,
+)
 from corral.cli.dlq import add_dlq
+from corral.cli.top import add_top
 from corral.client import FINAL_STATES, Client, task_queue
-from corral.connection import connect, default_url
+from corral.connection import connect
 from corral.depths import QueueDepth, read_queue_depths
 from corral.errors import TaskCancelled, TaskFailed
 
@@ -24,12 +33,9 @@ QUEUE_OF_ID_HELP = ("the task's queue (default: the queue named in the id; ids m
 
 
 def register(subcommands: Subcommands) -> None:
-    for add in (_add_enqueue, _add_status, _add_cancel, _add_result, _add_inspect, add_dlq):
+    for add in (_add_enqueue, _add_status, _add_cancel, _add_result, _add_inspect, add_top,
+                add_dlq):
         add(subcommands)
-
-
-def url_of(args: argparse.Namespace) -> str:
-    return getattr(args, "redis_url", None) or default_url()
 
 
 def app_of(args: argparse.Namespace) -> App | None:

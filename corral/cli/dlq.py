@@ -12,9 +12,17 @@ from typing import Literal, cast
 from redis.asyncio import Redis
 
 from corral.admin import DeadTask, dead_tasks, dlq_change
-from corral.cli.args import CliError, Parser, Subcommands, UsageError, int_range, queue_arg
+from corral.cli.args import (
+    CliError,
+    Parser,
+    Subcommands,
+    UsageError,
+    int_range,
+    queue_arg,
+    url_of,
+)
 from corral.client import task_queue
-from corral.connection import connect, default_url
+from corral.connection import connect
 from corral.keys import queue_keys
 from corral.serialization import decode_error
 
@@ -70,12 +78,8 @@ def _add_change(actions: Subcommands, op: Change, text: str) -> None:
     command.set_defaults(run=change, op=op)
 
 
-def _url(args: argparse.Namespace) -> str:
-    return getattr(args, "redis_url", None) or default_url()
-
-
 async def list_dead(args: argparse.Namespace) -> int:
-    redis = connect(_url(args))
+    redis = connect(url_of(args))
     try:
         for task in await dead_tasks(redis, args.queue, args.limit):
             print(_summary(task))
@@ -87,7 +91,7 @@ async def list_dead(args: argparse.Namespace) -> int:
 
 
 async def show(args: argparse.Namespace) -> int:
-    redis = connect(_url(args))
+    redis = connect(url_of(args))
     try:
         found = [await _dead_task(redis, task_queue(i, args.queue), i) for i in args.ids]
     finally:
@@ -103,7 +107,7 @@ async def change(args: argparse.Namespace) -> int:
     op = cast(Change, args.op)
     if not args.ids:
         return await _change_all(args, op)
-    redis = connect(_url(args))
+    redis = connect(url_of(args))
     try:
         by_queue: dict[str, list[str]] = defaultdict(list)
         for task_id in dict.fromkeys(args.ids):
@@ -126,7 +130,7 @@ async def _change_all(args: argparse.Namespace, op: Change) -> int:
     queue = args.queue or "default"
     if op == "purge" and not (args.all or args.yes):
         _confirm_purge(queue)
-    redis = connect(_url(args))
+    redis = connect(url_of(args))
     try:
         done = await dlq_change(redis, queue, op)
     finally:

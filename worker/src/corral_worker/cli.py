@@ -10,8 +10,7 @@ import sys
 from pydantic import ValidationError
 
 from corral.app import load_app
-from corral.cli.args import CliError, Subcommands, UsageError, int_range, seconds
-from corral.cli.commands import url_of
+from corral.cli.args import CliError, Subcommands, UsageError, int_range, seconds, url_of
 from corral.logs import setup_logging
 from corral_worker.settings import WorkerSettings, parse_queue_weights
 
