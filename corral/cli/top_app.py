@@ -107,8 +107,9 @@ class TopApp(App[None]):
 
     def _status(self, shown: View) -> Text:
         status = Text(f"{self._shown_url}  every {self._interval_s:g} s  ")
-        status.append(f"{len(shown.queues)} queues, {len(shown.workers)} workers  ")
-        status.append(f"sort: queues by {QUEUE_SORTS[self.queue_sort][0]} (s), "
+        status.append(f"{_count(len(shown.queues), 'queue')}, "
+                      f"{_count(len(shown.workers), 'worker')}  ")
+        status.append(f"queues by {QUEUE_SORTS[self.queue_sort][0]} (s), "
                       f"workers by {WORKER_SORTS[self.worker_sort][0]} (w)  ")
         status.append(f"filter: {self.queue_filter or '-'} (f)  ")
         status.append(f"updated {self._updated or '-'}")
@@ -165,6 +166,10 @@ def _worker_cells(row: WorkerRow) -> list[Text]:
     return [Text(_clean(row.worker_id)), Text(",".join(row.queues) or "-"),
             *_right(row.in_flight, row.running, row.concurrency,
                     _age(row.heartbeat_age_s), _duration(row.uptime_s))]
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _right(*values: object) -> list[Text]:

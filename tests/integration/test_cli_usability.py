@@ -168,6 +168,15 @@ def test_settings_errors_name_the_option(redis_url: str) -> None:
     assert "--lease-seconds" in line and "lease_s" not in line
 
 
+def test_worker_app_from_the_environment(redis_url: str) -> None:
+    unnamed = corral_env("worker", CORRAL_REDIS_URL=redis_url, CORRAL_APP="")
+    assert "MODULE:ATTR" in one_error_line(unnamed, "worker") and unnamed.returncode == 2
+    # The app loads from $CORRAL_APP; then the settings are checked.
+    from_env = corral_env("worker", "--lease-seconds", "1", CORRAL_APP="tests.apps.basic:app",
+                          CORRAL_REDIS_URL=redis_url)
+    assert "--lease-seconds" in one_error_line(from_env, "worker")
+
+
 def test_missing_app_attribute_is_named(redis_url: str) -> None:
     result = corral("worker", "tests.apps.basic:nope", url=redis_url)
     line = one_error_line(result, "worker")
