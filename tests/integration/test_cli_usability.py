@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis.asyncio
@@ -22,6 +22,7 @@ from corral.cli import build_parser
 from corral.keys import queue_keys
 from tests.integration.test_cli import corral
 from tests.support.inproc import running_worker
+from tests.support.terminal import Terminal
 from tests.support.workers import WorkerProcess
 
 QUEUES_APP = "tests.apps.queues:app"
@@ -134,6 +135,14 @@ async def test_result_without_queue_finds_the_task(redis_url: str) -> None:
     assert json.loads(result.stdout) == "x@y"
 
 
+async def test_ids_of_the_longest_queue_name_still_run(redis_url: str, client: Client) -> None:
+    queue = "q" * 100
+    handle = await client.enqueue("noop", [7], queue=queue)
+    assert handle.id.startswith(f"{queue}:") and len(handle.id) <= 128
+    async with running_worker(redis_url, queues={queue: 1}):
+        assert await client.result(handle.id, timeout=20) == 7  # no queue given: from the id
+
+
 async def test_old_ids_work_with_queue(redis_conn: redis.asyncio.Redis, redis_url: str) -> None:
     old_id = "0123456789abcdef0123456789abcdef"
     await redis_conn.hset(queue_keys("mail").task(old_id), mapping={"state": "queued"})
@@ -220,6 +229,32 @@ async def test_dlq_purge_needs_all_and_requeue_reports_unknown(
     purged = corral("dlq", "purge", "--all", url=redis_url)
     assert purged.stdout.strip() == "purged 1 task", purged.stderr
     assert await redis_conn.llen(queue_keys("default").dead) == 0
+
+
+async def test_dlq_purge_asks_on_a_terminal(
+    redis_url: str, client: Client, redis_conn: redis.asyncio.Redis
+) -> None:
+    await _two_dead(redis_url, client)
+    dead = queue_keys("default").dead
+    for answer, code, left in (("n", 1, 2), ("y", 0, 0)):
+        terminal = Terminal([sys.executable, "-m", "corral", "dlq", "purge",
+                             "--redis-url", redis_url])
+        try:
+            await _until(lambda t=terminal: "[y/N]" in t.screen())
+            terminal.send(answer, "Enter")
+            await _until(lambda t=terminal: t.exit_code is not None)
+            assert terminal.exit_code == code, terminal.screen()
+        finally:
+            terminal.close()
+        assert await redis_conn.llen(dead) == left
+
+
+async def _until(check: Callable[[], bool]) -> None:
+    for _ in range(400):
+        if check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not met")
 
 
 async def test_dlq_show_prints_the_traceback(redis_url: str, client: Client) -> None:

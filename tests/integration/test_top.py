@@ -4,12 +4,9 @@ driven by textual's own test harness, and the real command in a tmux pseudo-term
 from __future__ import annotations
 
 import asyncio
-import os
-import shlex
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
 
 import pytest
 
@@ -20,7 +17,8 @@ from corral.keys import queue_keys
 from corral.monitor import Monitor
 from tests.integration.test_cli import corral
 from tests.support.inproc import running_worker
-from tests.support.workers import ROOT, WorkerProcess
+from tests.support.terminal import Terminal
+from tests.support.workers import WorkerProcess
 
 
 @pytest.fixture
@@ -149,41 +147,30 @@ async def test_top_view_sorts_and_filters(
     assert app.return_code in (0, None)
 
 
-def _tmux(socket: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["tmux", "-L", socket, *args], capture_output=True, text=True,
-                          timeout=30)
-
-
 async def test_corral_top_in_a_real_terminal(
-    redis_url: str, client: Client, tmp_path: Path, worker_procs: list[WorkerProcess]
+    redis_url: str, client: Client, worker_procs: list[WorkerProcess]
 ) -> None:
     await _backlog_and_a_busy_worker(redis_url, client, worker_procs)
-    socket, rc_file = f"corral-top-{os.getpid()}", tmp_path / "rc"
-    # textual takes COLUMNS/LINES over the terminal's size; the pane's own size counts here.
-    command = (f"env -u COLUMNS -u LINES {shlex.quote(sys.executable)} -m corral top "
-               "--interval 0.3 "
-               f"--redis-url {shlex.quote(redis_url)}; echo $? > {shlex.quote(str(rc_file))}")
-    started = _tmux(socket, "new-session", "-d", "-x", "200", "-y", "40", "-c", str(ROOT),
-                    "sh", "-c", command)
-    assert started.returncode == 0, started.stderr
+    terminal = Terminal([sys.executable, "-m", "corral", "top", "--interval", "0.3",
+                         "--redis-url", redis_url])
     try:
         async def drawn() -> bool:
-            screen = _tmux(socket, "capture-pane", "-p").stdout
+            screen = terminal.screen()
             return "top-worker" in screen and "p7=4" in screen
 
         await _until(drawn, "the view in the terminal")
-        screen = _tmux(socket, "capture-pane", "-p").stdout
+        screen = terminal.screen()
         for heading in ("QUEUE", "BACKLOG", "IN FLIGHT", "FINISHED/s", "WAIT p99", "HEARTBEAT"):
             assert heading in screen
-        _tmux(socket, "send-keys", "q")
+        terminal.send("q")
 
         async def exited() -> bool:
-            return rc_file.exists() and rc_file.read_text().strip() != ""
+            return terminal.exit_code is not None
 
         await _until(exited, "corral top exit")
-        assert rc_file.read_text().strip() == "0"
+        assert terminal.exit_code == 0
     finally:
-        _tmux(socket, "kill-server")
+        terminal.close()
 
 
 def test_top_without_textual_or_terminal_says_what_to_do(redis_url: str) -> None:
