@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 from corral.admin import known_queues
@@ -22,7 +23,7 @@ from corral.cli.args import (
     url_of,
 )
 from corral.cli.dlq import add_dlq
-from corral.cli.top import add_top
+from corral.cli.top import add_top, run_top
 from corral.client import FINAL_STATES, Client, task_queue
 from corral.connection import connect
 from corral.depths import QueueDepth, read_queue_depths
@@ -104,7 +105,9 @@ def _add_inspect(subcommands: Subcommands) -> None:
     command.add_argument("--queue", type=queue_arg, action="append", dest="queues",
                          help="queue to show (repeatable; default: every queue found)")
     command.add_argument("--json", action="store_true", help="print JSON")
-    command.set_defaults(run=inspect)
+    command.add_argument("--watch", action="store_true",
+                         help="refresh in place every 2 s instead: the same as corral top")
+    command.set_defaults(run=inspect_command)
 
 
 async def enqueue(args: argparse.Namespace) -> int:
@@ -159,6 +162,13 @@ async def _print_result(client: Client, task_id: str, queue: str | None,
         raise CliError(str(exc)) from None
     print(json.dumps(value))
     return 0
+
+
+def inspect_command(args: argparse.Namespace) -> int | Coroutine[Any, Any, int]:
+    if args.watch:
+        args.interval = 2.0
+        return run_top(args)
+    return inspect(args)
 
 
 async def inspect(args: argparse.Namespace) -> int:

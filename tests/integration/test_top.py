@@ -183,3 +183,6 @@ def test_top_without_textual_or_terminal_says_what_to_do(redis_url: str) -> None
                                       "pip install 'corral[top]' (or use corral inspect)")
     no_tty = corral("top", url=redis_url)
     assert no_tty.returncode == 1 and "needs a terminal" in no_tty.stderr
+    watch = corral("inspect", "--watch", url=redis_url)  # the same view
+    assert watch.returncode == 1 and "corral inspect: error: the live view needs a terminal" in (
+        watch.stderr)
