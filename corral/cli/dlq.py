@@ -105,6 +105,8 @@ async def show(args: argparse.Namespace) -> int:
 
 async def change(args: argparse.Namespace) -> int:
     op = cast(Change, args.op)
+    if args.ids and args.all:
+        raise UsageError("give task ids or --all, not both")
     if not args.ids:
         return await _change_all(args, op)
     redis = connect(url_of(args))

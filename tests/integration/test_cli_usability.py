@@ -226,6 +226,8 @@ async def test_dlq_purge_needs_all_and_requeue_reports_unknown(
     assert requeued.returncode == 0 and requeued.stdout.strip() == "requeued 1 task"
     unknown = corral("dlq", "requeue", "no-such-id", url=redis_url)
     assert "no-such-id" in one_error_line(unknown, "dlq requeue")
+    both = corral("dlq", "purge", ids[1], "--all", url=redis_url)
+    assert "not both" in one_error_line(both, "dlq purge") and both.returncode == 2
     purged = corral("dlq", "purge", "--all", url=redis_url)
     assert purged.stdout.strip() == "purged 1 task", purged.stderr
     assert await redis_conn.llen(queue_keys("default").dead) == 0
