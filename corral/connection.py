@@ -74,10 +74,9 @@ def _cert_reqs(text: str) -> str:
 
 
 def _db(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise ValueError("must not be negative")
-    return value
+    if not text.isascii() or not text.isdigit():
+        raise ValueError(f"the db index must be a non-negative integer, not {text!r}")
+    return int(text)
 
 
 _OPTIONS: dict[str, Callable[[str], Any]] = {
@@ -174,7 +173,8 @@ def _parse(scheme: str, rest: str) -> RedisTarget:
     if not tls and any(name.startswith("ssl_") for name in options):
         raise ValueError("TLS options need a rediss:// URL")
     if kind == "single":
-        return RedisTarget("single", tls, options=options)
+        db = _single_db(rest) if scheme != "unix" else options.get("db", 0)
+        return RedisTarget("single", tls, db=db, options=options)
     netloc, _, path = rest.partition("/")
     username = password = None
     if "@" in netloc:
@@ -192,6 +192,14 @@ def _parse(scheme: str, rest: str) -> RedisTarget:
         raise ValueError("a Sentinel URL names its service: redis+sentinel://host:port/service")
     db = _db(segments[1]) if len(segments) == 2 else options.pop("db", 0)
     return RedisTarget("sentinel", tls, nodes, username, password, db, segments[0], options)
+
+
+def _single_db(rest: str) -> int:
+    """The db index in ``host:port/db``; redis-py would read a bad one as db 0."""
+    segments = [s for s in rest.partition("/")[2].split("/") if s]
+    if len(segments) > 1:
+        raise ValueError("expected redis://host:port/db")
+    return _db(segments[0]) if segments else 0
 
 
 def _host_port(text: str) -> tuple[str, int]:

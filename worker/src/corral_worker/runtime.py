@@ -104,6 +104,7 @@ class Worker:
             lambda: self.metrics.event_loop_lag_s,
             self._readiness,
             self.settings.debug_endpoint,
+            lambda: {j.task: j.started_at for j in self._running_jobs.values() if j.task},
         )
         if install_signal_handlers:
             self._install_signal_handlers()
@@ -112,8 +113,8 @@ class Worker:
                 self.metrics_port = await http.start(
                     self.settings.metrics_host, self.settings.metrics_port
                 )
-                log.info("worker http on http://%s:%d (/metrics /healthz /readyz)",
-                         self.settings.metrics_host, self.metrics_port)
+                log.info("worker http on http://%s:%d (%s)", self.settings.metrics_host,
+                         self.metrics_port, " ".join(http.paths))
             self._start_background()
             self.started.set()
             log.info(

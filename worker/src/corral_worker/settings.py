@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from typing import Literal
 
@@ -39,6 +40,17 @@ def parse_queue_weights(text: str) -> dict[str, int]:
     return weights
 
 
+def default_worker_id() -> str:
+    """The pod name on Kubernetes, where the operator matches registry entries to pods by
+    it; elsewhere hostname-pid, so two workers on one host keep entries of their own."""
+    pod_name = os.environ.get("POD_NAME")
+    if pod_name:
+        return pod_name
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return socket.gethostname()  # a pod's hostname is its name
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
 class WorkerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -55,7 +67,7 @@ class WorkerSettings(BaseModel):
     metrics_host: str = DEFAULT_METRICS_HOST
     # 0 picks a free port; None serves nothing.
     metrics_port: int | None = Field(defaults.METRICS_PORT, ge=0, le=65_535)
-    worker_id: str = Field(default_factory=socket.gethostname, min_length=1, max_length=253)
+    worker_id: str = Field(default_factory=default_worker_id, min_length=1, max_length=253)
     # A safety net only: the heartbeat (every heartbeat_s) already wakes an idle queue
     # that has backlog, and a wake message or the next due time wakes it sooner.
     idle_poll_s: float = Field(30.0, gt=0.0, le=300.0)
