@@ -16,7 +16,7 @@ from tests.support.workers import WorkerProcess
 
 REPO = Path(__file__).resolve().parents[2]
 DISTRIBUTIONS = {"corral": REPO, "corral-worker": REPO / "worker",
-                 "corral-operator": REPO / "operator"}
+                 "corral-operator": REPO / "operator", "corral-dashboard": REPO / "dashboard"}
 
 
 def run(argv: list[str], cwd: Path, timeout_s: float = 600,
