@@ -37,7 +37,7 @@ def same(a: str, b: str) -> bool:
 class Guard:
     """The token that allows actions (None: read-only) and the key that signs sessions."""
 
-    token: str | None
+    token: str | None = field(repr=False)
     key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
 
     @property
