@@ -2,14 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
-import subprocess
-import sys
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import redis.asyncio
@@ -17,7 +10,15 @@ from selenium import webdriver
 from selenium.webdriver.common.by import By
 
 from corral import Client
-from tests.support.dashboard import TOKEN, DashboardProcess, chromium
+from tests.support.dashboard import (
+    TOKEN,
+    DashboardProcess,
+    chromium,
+    inspect_json,
+    post,
+    wait_dead,
+    wait_in_flight,
+)
 from tests.support.workers import WorkerProcess
 
 
@@ -34,41 +35,6 @@ def browser() -> Iterator[webdriver.Chrome]:
 def fresh_browser(browser: webdriver.Chrome) -> webdriver.Chrome:
     browser.delete_all_cookies()
     return browser
-
-
-def inspect_json(redis_url: str) -> dict[str, Any]:
-    proc = subprocess.run([sys.executable, "-m", "corral", "--redis-url", redis_url, "inspect",
-                           "--json"], capture_output=True, text=True, timeout=60, check=True)
-    return dict(json.loads(proc.stdout))
-
-
-async def wait_dead(client: Client, queue: str, n: int) -> None:
-    async with asyncio.timeout(60):
-        while True:
-            if await client.redis.llen(f"corral:{{{queue}}}:dead") >= n:
-                return
-            await asyncio.sleep(0.05)
-
-
-async def wait_in_flight(client: Client, queue: str, n: int) -> None:
-    async with asyncio.timeout(60):
-        while True:
-            if await client.redis.zcard(f"corral:{{{queue}}}:leased") >= n:
-                return
-            await asyncio.sleep(0.05)
-
-
-def post(url: str, body: dict[str, Any], token: str | None = None) -> tuple[int, Any]:
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers,
-                                     method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 def cell(driver: webdriver.Chrome, row: str, field: str) -> str:

@@ -6,17 +6,24 @@ Selenium; both paths are given explicitly, so Selenium never tries to download a
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
 import threading
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+
+from corral import Client
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -80,3 +87,38 @@ def chromium(width: int = 1280, height: int = 800) -> webdriver.Chrome:
                  f"--window-size={width},{height}", "--hide-scrollbars"):
         options.add_argument(flag)
     return webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+
+
+def inspect_json(redis_url: str) -> dict[str, Any]:
+    proc = subprocess.run([sys.executable, "-m", "corral", "--redis-url", redis_url, "inspect",
+                           "--json"], capture_output=True, text=True, timeout=60, check=True)
+    return dict(json.loads(proc.stdout))
+
+
+async def wait_dead(client: Client, queue: str, n: int) -> None:
+    async with asyncio.timeout(60):
+        while True:
+            if await client.redis.llen(f"corral:{{{queue}}}:dead") >= n:
+                return
+            await asyncio.sleep(0.05)
+
+
+async def wait_in_flight(client: Client, queue: str, n: int) -> None:
+    async with asyncio.timeout(60):
+        while True:
+            if await client.redis.zcard(f"corral:{{{queue}}}:leased") >= n:
+                return
+            await asyncio.sleep(0.05)
+
+
+def post(url: str, body: dict[str, Any], token: str | None = None) -> tuple[int, Any]:
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers,
+                                     method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
