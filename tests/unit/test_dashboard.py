@@ -262,3 +262,12 @@ def test_allow_actions_without_a_token_is_one_line_and_exit_2(
     assert capsys.readouterr().err.splitlines() == [
         "corral dashboard: error: --allow-actions needs a token: pass --token or set "
         "$CORRAL_DASHBOARD_TOKEN"]
+
+
+def test_the_task_page_says_how_long_the_attempt_waited_and_ran() -> None:
+    record = task_record("t1", "default", {
+        b"state": b"succeeded", b"enq_ms": b"1000", b"ready_ms": b"1000",
+        b"started_ms": b"1250", b"finished_ms": b"4250"})
+    html = render.task_page(view(), "t1", record)
+    assert "<tr><th>Timings</th><td>waited 250 ms, ran 3.0 s</td></tr>" in html
+    assert "<th>Enqueued</th>" in html and "<th>Finished</th>" in html

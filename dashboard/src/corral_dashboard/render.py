@@ -148,7 +148,7 @@ def queues_page(view: View, depths: dict[str, QueueDepth],
     if not depths:
         return page(view, "Queues", "queues", "<p class=muted>No queues found in this Redis.</p>")
     head = ("<tr><th>Queue</th><th>Backlog</th><th>Ready by priority</th><th>Scheduled</th>"
-            "<th>Due</th><th>In flight</th><th>Dead</th><th>Workers</th>"
+            "<th>Due now</th><th>In flight</th><th>Dead</th><th>Workers</th>"
             "<th>Finished/s</th><th>Throughput</th></tr>")
     rows = []
     for name, d in depths.items():
@@ -199,8 +199,8 @@ _CANCELLABLE = frozenset({"queued", "scheduled", "running", "prefetched"})
 def task_page(view: View, task_id: str, record: TaskRecord | None,
               message: str | None = None, ok: bool = True) -> str:
     search = ('<form method=get action="/tasks" class=search>'
-              f'<input name=id value="{esc(task_id)}" placeholder="task id" size=40 '
-              'autofocus><button type=submit>Find</button></form>')
+              f'<input name=id value="{esc(task_id)}" placeholder="task id" size=40'
+              f'{"" if task_id else " autofocus"}><button type=submit>Find</button></form>')
     body = search + notice(message, ok)
     if task_id and record is None:
         body += f'<p class="notice bad" id=notfound>No task {esc(task_id)} in any queue ' \
@@ -219,7 +219,10 @@ def _record(view: View, r: TaskRecord) -> str:
     if r.key:
         rows.append(("De-duplication key", esc(r.key)))
     for name, ms in r.times_ms.items():
-        rows.append((name.removesuffix("_ms").replace("_", " "), esc(when(ms))))
+        rows.append((_TIME_LABELS.get(name, name), esc(when(ms))))
+    timings = _timings(r.times_ms)
+    if timings:
+        rows.append(("Timings", esc(timings)))
     rows.append(("Arguments", _pre(r.args, r.args_truncated, "args")))
     if r.result:
         rows.append(("Result", _pre(r.result, r.result_truncated, "result")))
@@ -234,6 +237,30 @@ def _record(view: View, r: TaskRecord) -> str:
         actions = form(view, "/actions/cancel", "Cancel this task",
                        {"id": r.id, "queue": r.queue}, confirm=f"Cancel task {r.id}?")
     return f"<table class=record id=record>{table}</table>{actions}"
+
+
+_TIME_LABELS = {"enq_ms": "Enqueued", "ready_ms": "Ready from", "started_ms": "Started",
+                "finished_ms": "Finished", "dead_ms": "Dead since"}
+
+
+def _timings(times_ms: dict[str, int]) -> str:
+    """How long the last attempt waited and ran, from the stored times."""
+    parts = []
+    ready_ms, started_ms = times_ms.get("ready_ms"), times_ms.get("started_ms")
+    finished_ms = times_ms.get("finished_ms")
+    if ready_ms and started_ms and started_ms >= ready_ms:
+        parts.append(f"waited {_duration(started_ms - ready_ms)}")
+    if started_ms and finished_ms and finished_ms >= started_ms:
+        parts.append(f"ran {_duration(finished_ms - started_ms)}")
+    return ", ".join(parts)
+
+
+def _duration(ms: int) -> str:
+    if ms < 1000:
+        return f"{ms} ms"
+    if ms < 120_000:
+        return f"{ms / 1000:.1f} s"
+    return f"{ms / 60_000:.1f} min"
 
 
 def _pre(text: str, truncated: bool, element_id: str) -> str:
