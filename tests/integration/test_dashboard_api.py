@@ -70,8 +70,10 @@ async def test_the_api_serves_queues_workers_tasks_and_dead_letters(
         assert post(dashboard.url + "api/dlq/default/requeue", {"ids": [dead.id]},
                     TOKEN) == (200, {"op": "requeue", "count": 1})
         assert await client.status(dead.id) == "queued"
-        status, body = post(dashboard.url + "api/dlq/default/explode", {"ids": []}, TOKEN)
+        status, body = post(dashboard.url + "api/dlq/default/explode", {"all": True}, TOKEN)
         assert status == 400 and "unknown operation" in body["error"]
+        status, body = post(dashboard.url + "api/dlq/default/purge", {}, TOKEN)
+        assert status == 400 and "ask for all" in body["error"]
         assert post(dashboard.url + f"api/tasks/{dead.id}/cancel", {}, TOKEN) == (
             200, {"id": dead.id, "queue": "default", "cancelled": True})
         assert await client.status(dead.id) == "cancelled"

@@ -279,9 +279,11 @@ def dlq_page(view: View, queues: Iterable[str], queue: str, tasks: Sequence[Dead
     body += f'<p>{total} dead in <strong>{esc(queue)}</strong>; showing {len(tasks)}.</p>'
     if view.can_act and tasks:
         body += ('<div class=actions>'
-                 + form(view, "/actions/dlq", "Requeue all", {"queue": queue, "op": "requeue"},
+                 + form(view, "/actions/dlq", "Requeue all",
+                        {"queue": queue, "op": "requeue", "all": "yes"},
                         confirm=f"Requeue every dead task of {queue}?")
-                 + form(view, "/actions/dlq", "Purge all", {"queue": queue, "op": "purge"},
+                 + form(view, "/actions/dlq", "Purge all",
+                        {"queue": queue, "op": "purge", "all": "yes"},
                         confirm=f"Delete every dead task of {queue}? This cannot be undone.")
                  + "</div>")
     rows = "".join(_dead_row(view, queue, t) for t in tasks)

@@ -239,16 +239,21 @@ class Dashboard:
         queue, op = _field(form, "queue"), _field(form, "op")
         ids = [str(v) for v in form.getall("id", [])]
         try:
-            count = await self._dlq_change(queue, op, ids)
+            count = await self._dlq_change(queue, op, ids, _field(form, "all") == "yes")
         except ValueError as exc:
             return self._fail(request, 400, "Bad request", str(exc))
         log.info("dashboard: %s %d dead tasks of %s", op, count, queue)
         return _redirect(f"/dlq?queue={quote(queue, safe='')}&done={op}&n={count}")
 
-    async def _dlq_change(self, queue: str, op: str, ids: list[str]) -> int:
+    async def _dlq_change(self, queue: str, op: str, ids: list[str], every: bool) -> int:
         validate_queue_name(queue)
         if op not in ("requeue", "purge"):
             raise ValueError(f"unknown operation {op!r}: use requeue or purge")
+        # No ids means the whole queue to the core: that must be asked for by name.
+        if not ids and not every:
+            raise ValueError("name the task ids, or ask for all of them")
+        if ids and every:
+            raise ValueError("give task ids or all, not both")
         return await dlq_change(self.redis, queue, cast(Literal["requeue", "purge"], op), ids)
 
     async def cancel_action(self, request: web.Request) -> web.StreamResponse:
@@ -305,12 +310,14 @@ class Dashboard:
         refused = await self._refused(request, "")
         if refused:
             return refused
-        ids = body.get("ids", [])
-        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-            return web.json_response({"error": "ids must be a list of strings"}, status=400)
+        ids, every = body.get("ids", []), body.get("all", False)
+        if not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids):
+            return web.json_response({"error": "ids must be a list of task ids"}, status=400)
+        if not isinstance(every, bool):
+            return web.json_response({"error": "all must be true or false"}, status=400)
         op = request.match_info["op"]
         try:
-            count = await self._dlq_change(request.match_info["queue"], op, ids)
+            count = await self._dlq_change(request.match_info["queue"], op, ids, every)
         except ValueError as exc:
             return web.json_response({"error": str(exc)}, status=400)
         return web.json_response({"op": op, "count": count})
