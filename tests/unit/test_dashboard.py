@@ -225,8 +225,9 @@ def test_history_turns_counts_into_rates() -> None:
     history.sample(102.0, queues)
     history.sample(104.0, queues)
     history.sample(106.0, queues)
-    assert [(s.at_s, s.finished_per_s, s.backlog) for s in history.series("q")] == [
-        (102.0, 5.0, 7), (104.0, 0.0, 7), (106.0, 0.0, 7)]
+    assert [(s.at_s, s.finished, s.finished_per_s, s.backlog)
+            for s in history.series("q")] == [
+        (102.0, 10, 5.0, 7), (104.0, 0, 0.0, 7), (106.0, 0, 0.0, 7)]
     assert history.series("other") == []
 
 

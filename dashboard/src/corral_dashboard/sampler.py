@@ -32,6 +32,7 @@ SAMPLES = 60
 @dataclass(frozen=True, slots=True)
 class Sample:
     at_s: float
+    finished: int
     finished_per_s: float
     backlog: int
 
@@ -55,7 +56,7 @@ class History:
             finished = self._finished.pop(queue, 0)
             rate = finished / elapsed_s if elapsed_s > 0 else 0.0
             series = self._series.setdefault(queue, deque(maxlen=self._samples))
-            series.append(Sample(at_s, rate, depth.backlog))
+            series.append(Sample(at_s, finished, rate, depth.backlog))
         self._finished.clear()
 
     def series(self, queue: str) -> list[Sample]:

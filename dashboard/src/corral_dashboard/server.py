@@ -277,7 +277,8 @@ class Dashboard:
         out = {}
         for name, depth in depths.items():
             out[name] = queue_json(depth) | {"throughput": [
-                {"at_s": s.at_s, "finished_per_s": round(s.finished_per_s, 3),
+                {"at_s": s.at_s, "finished": s.finished,
+                 "finished_per_s": round(s.finished_per_s, 3),
                  "backlog": s.backlog}
                 for s in self.sampler.history.series(name)
             ]}
