@@ -108,3 +108,28 @@ def test_a_port_in_use_is_one_line_naming_port_0(redis_url: str) -> None:
     [line] = proc.stderr.splitlines()
     assert line.startswith(f"corral dashboard: error: cannot serve on 127.0.0.1:{port}: ")
     assert line.endswith("--port 0 picks a free port")
+
+
+def test_an_unreachable_redis_is_a_503_without_the_password() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again: nothing listens there
+    dashboard = DashboardProcess(f"redis://ops:hunter2-password@127.0.0.1:{port}/0")
+    dashboard.wait_started()
+    try:
+        status, body, _ = get(dashboard.url + "api/queues")
+        assert status == 503
+        assert body == {"error": f"Redis at redis://ops:***@127.0.0.1:{port}/0 failed: "
+                                 "ConnectionError"}
+        request = urllib.request.Request(dashboard.url)
+        try:
+            urllib.request.urlopen(request, timeout=30)
+        except urllib.error.HTTPError as exc:
+            page = exc.read().decode()
+            assert exc.code == 503 and "redis://ops:***@" in page
+            assert "hunter2" not in page
+        else:
+            raise AssertionError("the queues page answered 200 without Redis")
+    finally:
+        dashboard.close()
+    assert "hunter2" not in "\n".join(dashboard.lines)
