@@ -29,6 +29,7 @@ OPTIONAL_COMMANDS = {
     "worker": ("run a worker", "corral[worker]"),
     "demo": ("run a worker and a sample workload on a private Redis/Valkey", "corral[worker]"),
     "operator": ("run the Kubernetes operator", "corral[operator]"),
+    "dashboard": ("serve a web dashboard", "corral[dashboard]"),
 }
 
 
