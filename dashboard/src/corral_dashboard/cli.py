@@ -10,8 +10,7 @@ import logging
 import os
 import signal
 
-from corral.cli.args import Subcommands, UsageError, int_range, queue_arg, seconds
-from corral.cli.commands import url_of
+from corral.cli.args import Subcommands, UsageError, int_range, queue_arg, seconds, url_of
 from corral.connection import connect, redact
 from corral.logs import setup_logging
 from corral_dashboard.security import MIN_TOKEN_CHARS
