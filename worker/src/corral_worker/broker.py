@@ -6,12 +6,16 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from enum import Enum
+from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
 
 from corral.keys import QueueKeys
 from corral.scripts import Scripts
+
+if TYPE_CHECKING:
+    from corral_worker.outcome import Stop
 
 
 class Job:
@@ -54,7 +58,7 @@ class Job:
         self.task: Any = None  # the asyncio.Task running it, once started
         self.started_at = 0.0  # time.monotonic() at start
         self.deadline = 0.0  # time.monotonic() past which it times out; 0 = none
-        self.cancel_reason: str | None = None
+        self.cancel_reason: Stop | None = None  # why the worker cancelled it
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,14 +76,50 @@ class Upkeep:
     lost: list[str]
 
 
+class Finish(Enum):
+    """How an attempt ends; the values are finish.lua's outcome codes."""
+
+    SUCCEEDED = "s"
+    FAILED = "f"
+    DEAD = "d"
+    CANCELLED = "c"
+    RETRY = "r"
+    REQUEUE = "q"
+
+    @property
+    def label(self) -> str:
+        """The ``outcome`` label of ``corral_tasks_total``."""
+        return _LABELS[self]
+
+
+_LABELS = {
+    Finish.SUCCEEDED: "succeeded",
+    Finish.FAILED: "failed",
+    Finish.DEAD: "dead",
+    Finish.CANCELLED: "cancelled",
+    Finish.RETRY: "retried",
+    Finish.REQUEUE: "requeued",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """One finished attempt, in the finish script's terms (see finish.lua)."""
+    """One finished attempt, to be recorded by finish.lua."""
 
     job: Job
-    code: str  # s f d c r q
-    data: bytes = b""
-    number: int = 0
+    finish: Finish
+    data: bytes = b""  # the encoded result (succeeded) or error (the others)
+    ttl_ms: int = 0  # succeeded, failed, cancelled: how long the record is kept
+    delay_ms: int = 0  # retry: how long until the next attempt
+    give_back: bool = False  # requeue: the attempt is not counted against the retries
+
+    def wire_number(self) -> int:
+        """finish.lua's one number field, whose meaning depends on the outcome."""
+        if self.finish is Finish.RETRY:
+            return self.delay_ms
+        if self.finish is Finish.REQUEUE:
+            return 1 if self.give_back else 0
+        return self.ttl_ms
 
 
 class Broker:
@@ -116,7 +156,8 @@ class Broker:
         """Record outcomes; returns the ids whose lease had passed to another worker."""
         args: list[Any] = [keys.prefix, keys.done_channel, keys.wake_channel]
         for outcome in outcomes:
-            args += (outcome.job.id, outcome.job.token, outcome.code, outcome.data, outcome.number)
+            job = outcome.job
+            args += (job.id, job.token, outcome.finish.value, outcome.data, outcome.wire_number())
         stale = await self.scripts.finish(
             keys=[*keys.ready, keys.scheduled, keys.leased, keys.dead, keys.dedupe], args=args
         )

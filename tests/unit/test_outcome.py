@@ -1,0 +1,78 @@
+"""The verdict on an attempt, from what it raised and the task's settings (pure)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from corral.app import TaskDef
+from corral_worker.broker import Finish, Job, Outcome
+from corral_worker.outcome import Stop, TaskError, decide
+
+
+def _task(**settings: object) -> TaskDef:
+    fields: dict[str, object] = {
+        "name": "t", "fn": print, "queue": "default", "timeout_s": 2.0, "retries": 2,
+        "retry_backoff_s": 1.0, "retry_backoff_max_s": 10.0, "result_ttl_s": 60.0,
+        "dead_letter": True, "is_async": True,
+    }
+    fields.update(settings)
+    return TaskDef(**fields)  # type: ignore[arg-type]
+
+
+BOOM = TaskError("ValueError", "boom", "Traceback ...")
+
+
+def test_returned_is_succeeded_with_the_result_ttl() -> None:
+    verdict = decide(_task(), 1, None, None)
+    assert verdict.finish is Finish.SUCCEEDED and verdict.ttl_ms == 60_000
+    assert verdict.error is None and not verdict.timed_out
+
+
+def test_raised_is_retried_with_backoff_while_attempts_are_left() -> None:
+    verdict = decide(_task(), 2, BOOM, None, random.Random(1))
+    assert verdict.finish is Finish.RETRY and verdict.error == BOOM
+    assert 1_000 <= verdict.delay_ms <= 2_000  # base 1 s * 2**(2-1), spread over 50-100%
+
+
+@pytest.mark.parametrize(("dead_letter", "finish", "ttl_ms"),
+                         [(True, Finish.DEAD, 0), (False, Finish.FAILED, 60_000)])
+def test_raised_on_the_last_attempt(dead_letter: bool, finish: Finish, ttl_ms: int) -> None:
+    verdict = decide(_task(dead_letter=dead_letter), 3, BOOM, None)
+    assert verdict.finish is finish and verdict.error == BOOM and verdict.ttl_ms == ttl_ms
+
+
+def test_timeout_is_a_timeout_error_and_counted_as_one() -> None:
+    verdict = decide(_task(retries=0), 1, None, Stop.TIMEOUT)
+    assert verdict.finish is Finish.DEAD and verdict.timed_out
+    assert verdict.error is not None and verdict.error.type_name == "TimeoutError"
+    assert "2.0 s" in verdict.error.message
+
+
+def test_timeout_wins_over_what_the_task_raised_after_it() -> None:
+    verdict = decide(_task(), 1, BOOM, Stop.TIMEOUT)
+    assert verdict.finish is Finish.RETRY
+    assert verdict.error is not None and verdict.error.type_name == "TimeoutError"
+
+
+def test_cancel_request_is_cancelled_with_the_result_ttl() -> None:
+    verdict = decide(_task(), 1, None, Stop.REQUEST)
+    assert verdict.finish is Finish.CANCELLED and verdict.ttl_ms == 60_000
+    assert verdict.error is not None and verdict.error.type_name == "CancelledError"
+
+
+@pytest.mark.parametrize("stop", [Stop.SHUTDOWN, Stop.LEASE_LOST])
+def test_shutdown_and_lost_lease_requeue_the_attempt(stop: Stop) -> None:
+    verdict = decide(_task(), 1, BOOM, stop)
+    assert verdict.finish is Finish.REQUEUE and verdict.error is None
+
+
+def test_outcome_keeps_the_finish_scripts_wire_number() -> None:
+    job = Job("default", "id", "t", b"", 0, 0, 1, "holder:1")
+    assert Outcome(job, Finish.SUCCEEDED, ttl_ms=5).wire_number() == 5
+    assert Outcome(job, Finish.RETRY, delay_ms=7).wire_number() == 7
+    assert Outcome(job, Finish.REQUEUE, give_back=True).wire_number() == 1
+    assert Outcome(job, Finish.REQUEUE).wire_number() == 0
+    assert Outcome(job, Finish.DEAD).wire_number() == 0
+    assert [f.value for f in Finish] == ["s", "f", "d", "c", "r", "q"]

@@ -1,0 +1,50 @@
+"""One queue's claimed tasks: the leases the worker holds, and the outcomes waiting to
+be sent. A lease is let go only once its outcome is recorded."""
+
+from __future__ import annotations
+
+import asyncio
+
+from corral_worker.broker import Job, Outcome
+
+
+class AckBuffer:
+    def __init__(self) -> None:
+        self.held: dict[str, Job] = {}  # claimed and not yet acknowledged
+        self._pending: list[Outcome] = []
+        self._wanted = asyncio.Event()
+        self._closing = False
+
+    def __len__(self) -> int:
+        """Outcomes waiting to be sent."""
+        return len(self._pending)
+
+    def hold(self, job: Job) -> None:
+        self.held[job.id] = job
+
+    def add(self, outcome: Outcome) -> None:
+        self._pending.append(outcome)
+        self._wanted.set()
+
+    def close(self) -> None:
+        """No more outcomes will come: next_batch() returns None once all are taken."""
+        self._closing = True
+        self._wanted.set()
+
+    async def next_batch(self, max_n: int) -> list[Outcome] | None:
+        """Whatever piled up, at most ``max_n``; waits while there is nothing to send."""
+        while not self._pending:
+            # Checked before every wait: the wake-up for closing may have been consumed
+            # while the last batch was being sent.
+            if self._closing:
+                return None
+            await self._wanted.wait()
+            self._wanted.clear()
+        batch, self._pending = self._pending[:max_n], self._pending[max_n:]
+        return batch
+
+    def release(self, batch: list[Outcome]) -> None:
+        """The outcomes are recorded: their leases are no longer held."""
+        held = self.held
+        for outcome in batch:
+            held.pop(outcome.job.id, None)
