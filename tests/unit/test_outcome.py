@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import random
+import time
 
 import pytest
 
 from corral.app import TaskDef
 from corral_worker.broker import Finish, Job, Outcome
 from corral_worker.outcome import Stop, TaskError, decide
+from corral_worker.resilience import LoopWatch
 
 
 def _task(**settings: object) -> TaskDef:
@@ -22,6 +24,7 @@ def _task(**settings: object) -> TaskDef:
 
 
 BOOM = TaskError("ValueError", "boom", "Traceback ...")
+CANCELLED = TaskError("CancelledError", "")  # the worker's cancellation, as the task saw it
 
 
 def test_returned_is_succeeded_with_the_result_ttl() -> None:
@@ -43,8 +46,9 @@ def test_raised_on_the_last_attempt(dead_letter: bool, finish: Finish, ttl_ms: i
     assert verdict.finish is finish and verdict.error == BOOM and verdict.ttl_ms == ttl_ms
 
 
-def test_timeout_is_a_timeout_error_and_counted_as_one() -> None:
-    verdict = decide(_task(retries=0), 1, None, Stop.TIMEOUT)
+@pytest.mark.parametrize("raised", [None, TaskError("CancelledError", "")])
+def test_timeout_is_a_timeout_error_whatever_the_task_did(raised: TaskError | None) -> None:
+    verdict = decide(_task(retries=0), 1, raised, Stop.TIMEOUT)
     assert verdict.finish is Finish.DEAD and verdict.timed_out
     assert verdict.error is not None and verdict.error.type_name == "TimeoutError"
     assert "2.0 s" in verdict.error.message
@@ -64,8 +68,17 @@ def test_cancel_request_is_cancelled_with_the_result_ttl() -> None:
 
 @pytest.mark.parametrize("stop", [Stop.SHUTDOWN, Stop.LEASE_LOST])
 def test_shutdown_and_lost_lease_requeue_the_attempt(stop: Stop) -> None:
-    verdict = decide(_task(), 1, BOOM, stop)
+    verdict = decide(_task(), 1, CANCELLED, stop)
     assert verdict.finish is Finish.REQUEUE and verdict.error is None
+
+
+def test_a_result_returned_during_shutdown_counts() -> None:
+    assert decide(_task(), 1, None, Stop.SHUTDOWN).finish is Finish.SUCCEEDED
+
+
+def test_cancelled_error_the_task_raised_itself_is_a_failure() -> None:
+    verdict = decide(_task(retries=0), 1, CANCELLED, None)
+    assert verdict.finish is Finish.DEAD and verdict.error == CANCELLED
 
 
 def test_outcome_keeps_the_finish_scripts_wire_number() -> None:
@@ -76,3 +89,13 @@ def test_outcome_keeps_the_finish_scripts_wire_number() -> None:
     assert Outcome(job, Finish.REQUEUE).wire_number() == 0
     assert Outcome(job, Finish.DEAD).wire_number() == 0
     assert [f.value for f in Finish] == ["s", "f", "d", "c", "r", "q"]
+
+
+def test_loop_watch_names_the_loops_past_their_deadline() -> None:
+    watch = LoopWatch()
+    with watch.pass_of("heartbeat", 3.0), watch.pass_of("ack:default", 10.0):
+        now = time.monotonic()
+        assert watch.overdue(now) == []
+        assert watch.overdue(now + 5.0) == ["heartbeat"]
+        assert watch.overdue(now + 11.0) == ["ack:default", "heartbeat"]
+    assert watch.overdue(time.monotonic() + 100.0) == []  # passes that ended do not count

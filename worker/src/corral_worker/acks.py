@@ -1,16 +1,18 @@
 """One queue's claimed tasks: the leases the worker holds, and the outcomes waiting to
-be sent. A lease is let go only once its outcome is recorded."""
+be sent. A lease is let go only once its outcome is recorded. Leases, not task ids, are
+the keys: the same task claimed again (its first lease ran out) is another lease."""
 
 from __future__ import annotations
 
 import asyncio
 
-from corral_worker.broker import Job, Outcome
+from corral_worker.broker import Job, Lease, Outcome
 
 
 class AckBuffer:
     def __init__(self) -> None:
-        self.held: dict[str, Job] = {}  # claimed and not yet acknowledged
+        self.held: dict[Lease, Job] = {}  # claimed and not yet acknowledged
+        self._latest: dict[str, Job] = {}  # the newest lease held on each task id
         self._pending: list[Outcome] = []
         self._wanted = asyncio.Event()
         self._closing = False
@@ -19,8 +21,18 @@ class AckBuffer:
         """Outcomes waiting to be sent."""
         return len(self._pending)
 
-    def hold(self, job: Job) -> None:
-        self.held[job.id] = job
+    def hold(self, job: Job) -> Job | None:
+        """Hold a new lease; returns an older one held on the same task, if any."""
+        self.held[job.lease] = job
+        previous = self._latest.get(job.id)
+        self._latest[job.id] = job
+        return previous
+
+    def forget(self, job: Job) -> None:
+        """Let a lease go without an outcome (it has passed to another worker)."""
+        self.held.pop(job.lease, None)
+        if self._latest.get(job.id) is job:
+            del self._latest[job.id]
 
     def add(self, outcome: Outcome) -> None:
         self._pending.append(outcome)
@@ -45,6 +57,9 @@ class AckBuffer:
 
     def release(self, batch: list[Outcome]) -> None:
         """The outcomes are recorded: their leases are no longer held."""
-        held = self.held
+        held, latest = self.held, self._latest
         for outcome in batch:
-            held.pop(outcome.job.id, None)
+            job = outcome.job
+            held.pop(job.lease, None)
+            if latest.get(job.id) is job:
+                del latest[job.id]

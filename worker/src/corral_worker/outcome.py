@@ -45,8 +45,10 @@ def decide(
     rand: random.Random | None = None,
 ) -> Verdict:
     """The verdict on attempt number ``attempts`` of ``task``. ``raised`` is what the task
-    raised (None: it returned); ``stopped`` is why the worker cancelled it (None: it did
-    not), whatever the task then did with the cancellation."""
+    raised (None: it returned), the worker's own cancellation included; ``stopped`` is
+    why the worker cancelled it (None: it did not). A timeout and a cancel request
+    stand whatever the task then did with the cancellation; a task that returned a
+    result anyway during shutdown has succeeded."""
     ttl_ms = int(task.result_ttl_s * 1000)
     if stopped is Stop.TIMEOUT:
         timeout = TaskError("TimeoutError", f"task exceeded its timeout of {task.timeout_s} s")
@@ -54,11 +56,11 @@ def decide(
     if stopped is Stop.REQUEST:
         return Verdict(Finish.CANCELLED, TaskError("CancelledError", "cancelled on request"),
                        ttl_ms)
+    if raised is None:
+        return Verdict(Finish.SUCCEEDED, ttl_ms=ttl_ms)
     if stopped is not None:  # shutdown or a lost lease: the task runs again elsewhere
         return Verdict(Finish.REQUEUE)
-    if raised is not None:
-        return _failed(task, attempts, raised, rand)
-    return Verdict(Finish.SUCCEEDED, ttl_ms=ttl_ms)
+    return _failed(task, attempts, raised, rand)
 
 
 def _failed(

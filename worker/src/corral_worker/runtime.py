@@ -10,8 +10,7 @@ import os
 import signal
 import time
 import traceback
-from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from prometheus_client.registry import CollectorRegistry
@@ -29,14 +28,15 @@ from corral.serialization import (
     encode_result,
 )
 from corral_worker.acks import AckBuffer
-from corral_worker.broker import Broker, Finish, Job, Outcome, Upkeep, now_ms
+from corral_worker.broker import Broker, Finish, Job, Lease, Outcome, Upkeep, now_ms
 from corral_worker.http import HttpServer
 from corral_worker.metrics import WorkerCollector, WorkerMetrics
 from corral_worker.outcome import Stop, TaskError, Verdict, decide
 from corral_worker.policy import is_poison
-from corral_worker.resilience import RedisHealth, survive
+from corral_worker.resilience import LoopWatch, RedisHealth, survive
 from corral_worker.scheduler import LocalScheduler
 from corral_worker.settings import WorkerSettings
+from corral_worker.threads import ThreadRunner
 
 log = logging.getLogger("corral_worker")
 
@@ -47,6 +47,9 @@ LOOP_LAG_PROBE_S = 0.25
 # Stop running a task when its lease may have passed to another worker: the last
 # renewal is this share of a lease ago.
 SELF_FENCE_SHARE = 0.9
+# After the grace period, how long cancelled tasks get to end before the worker gives
+# up on them (they swallow CancelledError), requeues them and exits.
+CANCEL_DEADLINE_S = 5.0
 
 
 class _Queue:
@@ -73,14 +76,17 @@ class Worker:
         self._scheduler: LocalScheduler[Job] = LocalScheduler(settings.queues)
         self.metrics = WorkerMetrics(settings.queues)
         self.registry = CollectorRegistry(auto_describe=False)
+        self._threads = ThreadRunner(settings.concurrency)
         self.registry.register(
-            WorkerCollector(self.metrics, self._active_counts, self._prefetched_counts)
+            WorkerCollector(self.metrics, self._active_counts, self._prefetched_counts,
+                            lambda: self._threads.stuck)
         )
         self._health = RedisHealth(self.metrics)
-        self._running_jobs: dict[str, Job] = {}
+        self._watch = LoopWatch()
+        self._running_jobs: dict[Lease, Job] = {}
         self._stopping = False
         self._stop_requested: asyncio.Event | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self.abandoned = 0  # tasks left running at exit: they ignored their cancellation
         self._background: list[asyncio.Task[None]] = []
         self._started_ms = now_ms()
         self.metrics_port: int | None = None
@@ -94,10 +100,8 @@ class Worker:
         self._stop_requested = asyncio.Event()
         redis = self._redis or connect(self.settings.redis_url)
         holder = f"{self.settings.worker_id}/{os.getpid()}-{os.urandom(3).hex()}"
-        self._broker = Broker(redis, Scripts.register(redis), holder)
-        self._executor = ThreadPoolExecutor(
-            max_workers=self.settings.concurrency, thread_name_prefix="corral-task"
-        )
+        self._broker = Broker(redis, Scripts.register(redis), holder,
+                              self.settings.redis_timeout_s)
         http = HttpServer(
             self.registry,
             lambda: self.metrics.event_loop_lag_s,
@@ -128,12 +132,17 @@ class Worker:
         finally:
             await self._stop_background()
             await http.stop()
-            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._threads.shutdown()
             if install_signal_handlers:
                 self._remove_signal_handlers()
             if self._redis is None:
                 await redis.aclose()
         log.info("worker %s stopped", self.settings.worker_id)
+
+    @property
+    def left_running(self) -> int:
+        """Tasks and threads still running after run() returned."""
+        return self.abandoned + self._threads.stuck
 
     def stop(self) -> None:
         """Begin a graceful shutdown (what SIGTERM does)."""
@@ -191,9 +200,22 @@ class Worker:
             self._cancel_job(job, Stop.SHUTDOWN)
         if leftover:
             log.warning("grace period over: cancelled and requeued %d tasks", len(leftover))
-            await asyncio.gather(*leftover, return_exceptions=True)
+            await asyncio.wait(leftover, timeout=CANCEL_DEADLINE_S)
+            self._abandon(list(self._running_jobs.values()))
         await self._flush_acks()
         await self._deregister()
+
+    def _abandon(self, jobs: list[Job]) -> None:
+        """Requeue tasks that would not end when cancelled; the worker exits without them."""
+        if not jobs:
+            return
+        log.error("%d tasks still running after %.0f s of cancellation (they swallow "
+                  "CancelledError); requeued, and left behind: %s", len(jobs),
+                  CANCEL_DEADLINE_S, " ".join(job.id for job in jobs[:10]))
+        for job in jobs:
+            self._running_jobs.pop(job.lease, None)
+            self._settle(job, self.app.tasks[job.name], Verdict(Finish.REQUEUE), b"")
+        self.abandoned += len(jobs)
 
     def _running_tasks(self) -> list[asyncio.Task[None]]:
         return [job.task for job in self._running_jobs.values() if job.task is not None]
@@ -231,7 +253,8 @@ class Worker:
                 continue
             q.wake.clear()
             try:
-                claimed = await self._broker.claim(q.keys, room, self._lease_ms)
+                with self._watch.pass_of(f"claim:{q.keys.queue}", self._pass_deadline_s):
+                    claimed = await self._broker.claim(q.keys, room, self._lease_ms)
             except (RedisError, OSError) as exc:
                 await asyncio.sleep(self._health.failed(exc, "claim"))
                 continue
@@ -251,7 +274,9 @@ class Worker:
 
     def _accept(self, q: _Queue, jobs: list[Job]) -> None:
         for job in jobs:
-            q.acks.hold(job)
+            previous = q.acks.hold(job)
+            if previous is not None:  # claimed again: the old lease has passed on
+                self._lose(previous)
             if self._stopping:
                 self._hand_back(job)
                 continue
@@ -301,12 +326,10 @@ class Worker:
         except PayloadError as exc:
             self._dead_letter(job, "PayloadError", str(exc))
             return
-        started_at = time.monotonic()
-        job.started_at = started_at
-        if task_def.timeout_s is not None:
-            job.deadline = started_at + task_def.timeout_s
+        if task_def.is_async:
+            _clock_starts(job, task_def.timeout_s)
         q.running += 1
-        self._running_jobs[job.id] = job
+        self._running_jobs[job.lease] = job
         self.metrics.started(q.keys.queue, time.time() - job.ready_ms / 1000)
         job.task = asyncio.create_task(
             self._execute(q, job, task_def, args, kwargs), name=f"corral:task:{job.name}:{job.id}"
@@ -319,35 +342,44 @@ class Worker:
     ) -> None:
         data = b""
         raised: TaskError | None = None
-        stopped: Stop | None = None
         try:
-            data = encode_result(await self._call(task_def, args, kwargs))
+            data = encode_result(await self._call(job, task_def, args, kwargs))
         except asyncio.CancelledError:
-            stopped = job.cancel_reason
-            if stopped is None:
-                raise
             current = asyncio.current_task()
-            if current is not None:
+            if job.cancel_reason is None and current is not None and current.cancelling():
+                raise  # cancelled from outside the worker: the event loop is closing
+            if current is not None and job.cancel_reason is not None:
                 current.uncancel()
+            # Raised by the task itself (it awaited something cancelled) unless the worker
+            # cancelled it: decide() weighs it by the worker's reason, if there is one.
+            raised = TaskError("CancelledError", "", traceback.format_exc())  # str() is ""
         except BaseException as exc:  # a task that raises anything is recorded; the worker goes on
             raised = TaskError(type(exc).__name__, str(exc), traceback.format_exc())
         finally:
             q.running -= 1
-            self._running_jobs.pop(job.id, None)
-        self._settle(job, task_def, decide(task_def, job.attempts, raised, stopped), data)
+            self._running_jobs.pop(job.lease, None)
+        verdict = decide(task_def, job.attempts, raised, job.cancel_reason)
+        self._settle(job, task_def, verdict, data)
         if not self._stopping:
             self._dispatch()
 
-    async def _call(self, task_def: TaskDef, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    async def _call(
+        self, job: Job, task_def: TaskDef, args: list[Any], kwargs: dict[str, Any]
+    ) -> Any:
         if task_def.is_async:
             return await task_def.fn(*args, **kwargs)
-        assert self._executor is not None
-        return await asyncio.get_running_loop().run_in_executor(
-            self._executor, functools.partial(task_def.fn, *args, **kwargs)
+        # The clock starts when a thread is free, not while it waits for one.
+        return await self._threads.run(
+            functools.partial(task_def.fn, *args, **kwargs),
+            functools.partial(_clock_starts, job, task_def.timeout_s),
         )
 
     def _settle(self, job: Job, task_def: TaskDef, verdict: Verdict, data: bytes) -> None:
-        """Record the verdict on an attempt that ran."""
+        """Record the verdict on an attempt that ran (once: a task abandoned at shutdown
+        is requeued, and what it does later is not recorded)."""
+        if job.settled:
+            return
+        job.settled = True
         finish, error = verdict.finish, verdict.error
         if error is not None:
             data = encode_error(error.type_name, error.message, error.traceback)
@@ -357,7 +389,7 @@ class Worker:
                     "task %s attempt %d failed: %s: %s -> %s", job.name, job.attempts,
                     error.type_name, error.message, finish.label, extra={"task_id": job.id})
         if verdict.timed_out:
-            self.metrics.finished(job.queue, job.name, "timed_out", None)
+            self.metrics.timeouts_total[job.queue, job.name] += 1
         outcome = Outcome(job, finish, data, verdict.ttl_ms, verdict.delay_ms)
         self._acknowledge(outcome, task_def)
 
@@ -380,7 +412,9 @@ class Worker:
     async def _ack_loop(self, q: _Queue) -> None:
         """Send finished outcomes in batches: whatever piled up while the last call ran."""
         while (batch := await q.acks.next_batch(MAX_ACK_BATCH)) is not None:
-            stale = await self._finish(q, batch)
+            # Retries while Redis is away: a pass past the deadline means not ready.
+            with self._watch.pass_of(f"ack:{q.keys.queue}", self._pass_deadline_s):
+                stale = await self._finish(q, batch)
             q.acks.release(batch)
             if stale:
                 self.metrics.lease_takeovers += len(stale)
@@ -417,9 +451,11 @@ class Worker:
 
     def _cancel_by_id(self, queue: str, task_id: str) -> None:
         """A cancel request: cancel it if running here, or drop it if only buffered."""
-        job = self._running_jobs.get(task_id)
-        if job is not None and job.queue == queue:
+        running = [job for job in self._running_jobs.values()
+                   if job.id == task_id and job.queue == queue]
+        for job in running:
             self._cancel_job(job, Stop.REQUEST)
+        if running:
             return
         for removed in self._scheduler.remove(queue, lambda j: j.id == task_id):
             # Only registered tasks reach the buffer, so the task's own result TTL applies.
@@ -442,18 +478,20 @@ class Worker:
 
     async def _heartbeat_loop(self) -> None:
         while True:
-            for q in self._queues.values():
-                await self._heartbeat(q)
+            # All queues at once: one whose calls hang does not hold the others' leases up.
+            with self._watch.pass_of("heartbeat", self._pass_deadline_s):
+                await asyncio.gather(*(self._heartbeat(q) for q in self._queues.values()))
             await asyncio.sleep(self.settings.heartbeat_s)
 
     async def _heartbeat(self, q: _Queue) -> None:
         settings = self.settings
         sent_at = time.monotonic()
+        held = list(q.acks.held.values())
         try:
             upkeep = await self._broker.heartbeat(
                 q.keys,
                 settings.worker_id,
-                list(q.acks.held.values()),
+                held,
                 self._registry_entry(q),
                 self._lease_ms,
                 int(settings.registry_ttl_s * 1000),
@@ -464,7 +502,7 @@ class Worker:
             return
         self._health.succeeded()
         q.renewed_at = sent_at
-        self._apply_upkeep(q, upkeep)
+        self._apply_upkeep(q, upkeep, held)
 
     def _registry_entry(self, q: _Queue) -> dict[str, str | int]:
         settings = self.settings
@@ -478,19 +516,29 @@ class Worker:
             "pid": os.getpid(),
         }
 
-    def _apply_upkeep(self, q: _Queue, upkeep: Upkeep) -> None:
+    def _apply_upkeep(self, q: _Queue, upkeep: Upkeep, held: list[Job]) -> None:
         self.metrics.backlog[q.keys.queue] = upkeep.backlog
         if upkeep.requeued:
             log.info("requeued %d tasks of %s whose lease ran out", upkeep.requeued,
                      q.keys.queue)
         for task_id in upkeep.cancelled:
             self._cancel_by_id(q.keys.queue, task_id)
-        for task_id in upkeep.lost:
-            job = self._running_jobs.get(task_id)
-            if job is not None:
-                self._cancel_job(job, Stop.LEASE_LOST)
+        for job in _lost_leases(held, upkeep.lost):
+            self._lose(job)
         if upkeep.backlog and not self._stopping:
             q.wake.set()
+
+    def _lose(self, job: Job) -> None:
+        """The lease on ``job`` has passed to another worker: stop it if it runs here,
+        drop it if it has not started (there is nothing to record: the lease is gone)."""
+        if job.task is not None:
+            self._cancel_job(job, Stop.LEASE_LOST)
+            return
+        q = self._queues[job.queue]
+        if self._scheduler.remove(job.queue, lambda buffered: buffered is job):
+            log.warning("task %s was taken over by another worker before it started; "
+                        "dropped here", job.id, extra={"task_id": job.id})
+            q.acks.forget(job)
 
     async def _listen_loop(self) -> None:
         """Wake fetchers on ``wake`` messages; cancel tasks on ``cancel`` messages."""
@@ -538,12 +586,43 @@ class Worker:
     def _prefetched_counts(self) -> dict[str, int]:
         return {name: self._scheduler.count(name) for name in self._queues}
 
+    @property
+    def _pass_deadline_s(self) -> float:
+        """How long one pass of a loop may take: a few Redis calls' deadlines."""
+        return 3 * self.settings.redis_timeout_s
+
     def _readiness(self) -> tuple[bool, str]:
         if self._stopping:
             return False, "draining"
         if not self._health.reachable:
             return False, "redis unreachable"
+        overdue = self._watch.overdue()
+        if overdue:
+            return False, "stalled: " + ", ".join(overdue)
         return True, "claiming"
+
+
+def _clock_starts(job: Job, timeout_s: float | None) -> None:
+    """The task starts running now (called in a pool thread for plain functions: two
+    float stores, read by the sweep)."""
+    started_at = time.monotonic()
+    job.started_at = started_at
+    if timeout_s is not None:
+        job.deadline = started_at + timeout_s
+
+
+def _lost_leases(held: list[Job], lost_ids: Iterable[str]) -> list[Job]:
+    """The held jobs that heartbeat.lua reported lost. It returns their ids in the order
+    they were sent; an id held twice (claimed again) is matched to its older copy first,
+    whose lease is the one that passed on."""
+    lost = list(lost_ids)
+    found: list[Job] = []
+    i = 0
+    for job in held:
+        if i < len(lost) and job.id == lost[i]:
+            found.append(job)
+            i += 1
+    return found
 
 
 def run_worker(app: App, settings: WorkerSettings, loop_factory: Callable[[], Any] | None = None
@@ -556,5 +635,17 @@ def run_worker(app: App, settings: WorkerSettings, loop_factory: Callable[[], An
             loop_factory = uvloop.new_event_loop
         except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
             loop_factory = None
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(Worker(app, settings).run())
+    worker = Worker(app, settings)
+    runner = asyncio.Runner(loop_factory=loop_factory)
+    try:
+        runner.run(worker.run())
+    except BaseException:
+        runner.close()
+        raise
+    if worker.left_running:
+        # Closing the loop would wait for tasks that ignore cancellation, and the
+        # interpreter's exit for threads that never return: neither may hold the exit up.
+        log.warning("exiting with %d tasks or threads still running", worker.left_running)
+        logging.shutdown()
+        os._exit(0)
+    runner.close()
