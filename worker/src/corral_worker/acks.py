@@ -5,6 +5,7 @@ the keys: the same task claimed again (its first lease ran out) is another lease
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 
 from corral_worker.broker import Job, Lease, Outcome
 
@@ -63,3 +64,17 @@ class AckBuffer:
             held.pop(job.lease, None)
             if latest.get(job.id) is job:
                 del latest[job.id]
+
+
+def lost_leases(held: list[Job], lost_ids: Iterable[str]) -> list[Job]:
+    """The held jobs that heartbeat.lua reported lost. It returns their ids in the order
+    they were sent; an id held twice (claimed again) is matched to its older copy first,
+    whose lease is the one that passed on."""
+    lost = list(lost_ids)
+    found: list[Job] = []
+    i = 0
+    for job in held:
+        if i < len(lost) and job.id == lost[i]:
+            found.append(job)
+            i += 1
+    return found

@@ -10,7 +10,7 @@ import os
 import signal
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from prometheus_client.registry import CollectorRegistry
@@ -27,9 +27,10 @@ from corral.serialization import (
     encode_error,
     encode_result,
 )
-from corral_worker.acks import AckBuffer
+from corral_worker.acks import AckBuffer, lost_leases
 from corral_worker.broker import Broker, Finish, Job, Lease, Outcome, Upkeep, now_ms
 from corral_worker.http import HttpServer
+from corral_worker.listen import listen
 from corral_worker.metrics import WorkerCollector, WorkerMetrics
 from corral_worker.outcome import Stop, TaskError, Verdict, decide
 from corral_worker.policy import is_poison
@@ -523,7 +524,7 @@ class Worker:
                      q.keys.queue)
         for task_id in upkeep.cancelled:
             self._cancel_by_id(q.keys.queue, task_id)
-        for job in _lost_leases(held, upkeep.lost):
+        for job in lost_leases(held, upkeep.lost):
             self._lose(job)
         if upkeep.backlog and not self._stopping:
             q.wake.set()
@@ -542,33 +543,10 @@ class Worker:
 
     async def _listen_loop(self) -> None:
         """Wake fetchers on ``wake`` messages; cancel tasks on ``cancel`` messages."""
-        channels = {}
-        for q in self._queues.values():
-            channels[q.keys.wake_channel] = q
-            channels[q.keys.cancel_channel] = q
-        while True:
-            pubsub = self._broker.redis.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.subscribe(*channels)
-                for q in self._queues.values():
-                    q.wake.set()  # anything published while unsubscribed is looked for now
-                while True:
-                    message = await pubsub.get_message(timeout=None)
-                    if message is not None:
-                        self._on_message(channels, message)
-            except (RedisError, OSError) as exc:
-                await asyncio.sleep(self._health.failed(exc, "subscribe"))
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
-
-    def _on_message(self, channels: dict[str, _Queue], message: dict[str, Any]) -> None:
-        channel = message["channel"].decode()
-        q = channels[channel]
-        if channel == q.keys.wake_channel:
-            q.wake.set()
-        else:
-            self._cancel_by_id(q.keys.queue, message["data"].decode())
+        wake = {q.keys.wake_channel: q.wake for q in self._queues.values()}
+        cancel = {q.keys.cancel_channel: functools.partial(self._cancel_by_id, q.keys.queue)
+                  for q in self._queues.values()}
+        await listen(self._broker.redis, wake, cancel, self._health)
 
     async def _lag_loop(self) -> None:
         while True:
@@ -609,20 +587,6 @@ def _clock_starts(job: Job, timeout_s: float | None) -> None:
     job.started_at = started_at
     if timeout_s is not None:
         job.deadline = started_at + timeout_s
-
-
-def _lost_leases(held: list[Job], lost_ids: Iterable[str]) -> list[Job]:
-    """The held jobs that heartbeat.lua reported lost. It returns their ids in the order
-    they were sent; an id held twice (claimed again) is matched to its older copy first,
-    whose lease is the one that passed on."""
-    lost = list(lost_ids)
-    found: list[Job] = []
-    i = 0
-    for job in held:
-        if i < len(lost) and job.id == lost[i]:
-            found.append(job)
-            i += 1
-    return found
 
 
 def run_worker(app: App, settings: WorkerSettings, loop_factory: Callable[[], Any] | None = None
