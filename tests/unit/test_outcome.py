@@ -88,7 +88,7 @@ def test_outcome_keeps_the_finish_scripts_wire_number() -> None:
     assert Outcome(job, Finish.REQUEUE, give_back=True).wire_number() == 1
     assert Outcome(job, Finish.REQUEUE).wire_number() == 0
     assert Outcome(job, Finish.DEAD).wire_number() == 0
-    assert [f.value for f in Finish] == ["s", "f", "d", "c", "r", "q"]
+    assert [f.code for f in Finish] == ["s", "f", "d", "c", "r", "q"]
 
 
 def test_loop_watch_names_the_loops_past_their_deadline() -> None:

@@ -88,47 +88,48 @@ class Upkeep:
 
 
 class Finish(Enum):
-    """How an attempt ends; the values are finish.lua's outcome codes."""
+    """How an attempt ends: finish.lua's outcome code, and the ``outcome`` label of
+    ``corral_tasks_total``. Plain attributes, not ``value``: read once per task."""
 
-    SUCCEEDED = "s"
-    FAILED = "f"
-    DEAD = "d"
-    CANCELLED = "c"
-    RETRY = "r"
-    REQUEUE = "q"
+    SUCCEEDED = ("s", "succeeded")
+    FAILED = ("f", "failed")
+    DEAD = ("d", "dead")
+    CANCELLED = ("c", "cancelled")
+    RETRY = ("r", "retried")
+    REQUEUE = ("q", "requeued")
 
-    @property
-    def label(self) -> str:
-        """The ``outcome`` label of ``corral_tasks_total``."""
-        return _LABELS[self]
-
-
-_LABELS = {
-    Finish.SUCCEEDED: "succeeded",
-    Finish.FAILED: "failed",
-    Finish.DEAD: "dead",
-    Finish.CANCELLED: "cancelled",
-    Finish.RETRY: "retried",
-    Finish.REQUEUE: "requeued",
-}
+    def __init__(self, code: str, label: str) -> None:
+        self.code = code
+        self.label = label
 
 
-@dataclass(frozen=True, slots=True)
 class Outcome:
     """One finished attempt, to be recorded by finish.lua."""
 
-    job: Job
-    finish: Finish
-    data: bytes = b""  # the encoded result (succeeded) or error (the others)
-    ttl_ms: int = 0  # succeeded, failed, cancelled: how long the record is kept
-    delay_ms: int = 0  # retry: how long until the next attempt
-    give_back: bool = False  # requeue: the attempt is not counted against the retries
+    __slots__ = ("data", "delay_ms", "finish", "give_back", "job", "ttl_ms")
+
+    def __init__(
+        self,
+        job: Job,
+        finish: Finish,
+        data: bytes = b"",  # the encoded result (succeeded) or error (the others)
+        ttl_ms: int = 0,  # succeeded, failed, cancelled: how long the record is kept
+        delay_ms: int = 0,  # retry: how long until the next attempt
+        give_back: bool = False,  # requeue: the attempt is not counted against retries
+    ) -> None:
+        self.job = job
+        self.finish = finish
+        self.data = data
+        self.ttl_ms = ttl_ms
+        self.delay_ms = delay_ms
+        self.give_back = give_back
 
     def wire_number(self) -> int:
         """finish.lua's one number field, whose meaning depends on the outcome."""
-        if self.finish is Finish.RETRY:
+        finish = self.finish
+        if finish is Finish.RETRY:
             return self.delay_ms
-        if self.finish is Finish.REQUEUE:
+        if finish is Finish.REQUEUE:
             return 1 if self.give_back else 0
         return self.ttl_ms
 
@@ -172,7 +173,7 @@ class Broker:
         args: list[Any] = [keys.prefix, keys.done_channel, keys.wake_channel]
         for outcome in outcomes:
             job = outcome.job
-            args += (job.id, job.token, outcome.finish.value, outcome.data, outcome.wire_number())
+            args += (job.id, job.token, outcome.finish.code, outcome.data, outcome.wire_number())
         async with asyncio.timeout(self.timeout_s):
             stale = await self.scripts.finish(
                 keys=[*keys.ready, keys.scheduled, keys.leased, keys.dead, keys.dedupe],

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 
 from corral.app import TaskDef
 from corral_worker.broker import Finish
@@ -28,8 +29,7 @@ class TaskError:
     traceback: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(NamedTuple):  # a tuple: made once per task
     finish: Finish
     error: TaskError | None = None
     ttl_ms: int = 0
@@ -50,6 +50,8 @@ def decide(
     stand whatever the task then did with the cancellation; a task that returned a
     result anyway during shutdown has succeeded."""
     ttl_ms = int(task.result_ttl_s * 1000)
+    if stopped is None and raised is None:  # the common case first
+        return Verdict(Finish.SUCCEEDED, None, ttl_ms)
     if stopped is Stop.TIMEOUT:
         timeout = TaskError("TimeoutError", f"task exceeded its timeout of {task.timeout_s} s")
         return _failed(task, attempts, timeout, rand, timed_out=True)

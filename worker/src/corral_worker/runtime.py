@@ -327,8 +327,10 @@ class Worker:
         except PayloadError as exc:
             self._dead_letter(job, "PayloadError", str(exc))
             return
-        if task_def.is_async:
-            _clock_starts(job, task_def.timeout_s)
+        if task_def.is_async:  # a plain function's clock starts when it gets a thread
+            job.started_at = started_at = time.monotonic()
+            if task_def.timeout_s is not None:
+                job.deadline = started_at + task_def.timeout_s
         q.running += 1
         self._running_jobs[job.lease] = job
         self.metrics.started(q.keys.queue, time.time() - job.ready_ms / 1000)
