@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from corral_worker.acks import AckBuffer, lost_leases
-from corral_worker.broker import Finish, Job, Outcome
+from corral_worker.broker import Job, Outcome
+from corral_worker.outcome import Finish
 
 
 def _job(task_id: str, attempt: int) -> Job:

@@ -8,8 +8,8 @@ import time
 import pytest
 
 from corral.app import TaskDef
-from corral_worker.broker import Finish, Job, Outcome
-from corral_worker.outcome import Stop, TaskError, decide
+from corral_worker.broker import Job, Outcome
+from corral_worker.outcome import Finish, Stop, TaskError, decide
 from corral_worker.resilience import LoopWatch
 
 

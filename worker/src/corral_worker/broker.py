@@ -9,16 +9,13 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from redis.asyncio import Redis
 
 from corral.keys import QueueKeys
 from corral.scripts import Scripts
-
-if TYPE_CHECKING:
-    from corral_worker.outcome import Stop
+from corral_worker.outcome import Finish, Stop
 
 
 class Job:
@@ -85,22 +82,6 @@ class Upkeep:
     requeued: int
     cancelled: list[str]
     lost: list[str]
-
-
-class Finish(Enum):
-    """How an attempt ends: finish.lua's outcome code, and the ``outcome`` label of
-    ``corral_tasks_total``. Plain attributes, not ``value``: read once per task."""
-
-    SUCCEEDED = ("s", "succeeded")
-    FAILED = ("f", "failed")
-    DEAD = ("d", "dead")
-    CANCELLED = ("c", "cancelled")
-    RETRY = ("r", "retried")
-    REQUEUE = ("q", "requeued")
-
-    def __init__(self, code: str, label: str) -> None:
-        self.code = code
-        self.label = label
 
 
 class Outcome:

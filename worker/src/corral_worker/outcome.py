@@ -9,8 +9,23 @@ from enum import Enum
 from typing import NamedTuple
 
 from corral.app import TaskDef
-from corral_worker.broker import Finish
 from corral_worker.policy import after_failure
+
+
+class Finish(Enum):
+    """How an attempt ends: finish.lua's outcome code, and the ``outcome`` label of
+    ``corral_tasks_total``. Plain attributes, not ``value``: read once per task."""
+
+    SUCCEEDED = ("s", "succeeded")
+    FAILED = ("f", "failed")
+    DEAD = ("d", "dead")
+    CANCELLED = ("c", "cancelled")
+    RETRY = ("r", "retried")
+    REQUEUE = ("q", "requeued")
+
+    def __init__(self, code: str, label: str) -> None:
+        self.code = code
+        self.label = label
 
 
 class Stop(Enum):

@@ -28,11 +28,11 @@ from corral.serialization import (
     encode_result,
 )
 from corral_worker.acks import AckBuffer, lost_leases
-from corral_worker.broker import Broker, Finish, Job, Lease, Outcome, Upkeep, now_ms
+from corral_worker.broker import Broker, Job, Lease, Outcome, Upkeep, now_ms
 from corral_worker.http import HttpServer
 from corral_worker.listen import listen
 from corral_worker.metrics import WorkerCollector, WorkerMetrics
-from corral_worker.outcome import Stop, TaskError, Verdict, decide
+from corral_worker.outcome import Finish, Stop, TaskError, Verdict, decide
 from corral_worker.policy import is_poison
 from corral_worker.resilience import LoopWatch, RedisHealth, survive
 from corral_worker.scheduler import LocalScheduler
