@@ -94,5 +94,10 @@ class WorkerSettings(BaseModel):
     def registry_ttl_s(self) -> float:
         return self.heartbeat_s * 3
 
+    @property
+    def redis_timeout_s(self) -> float:
+        """The deadline of each Redis call: a heartbeat later than that is no use."""
+        return max(1.0, min(self.heartbeat_s, 5.0))
+
 
 LogFormat = Literal["text", "json"]
