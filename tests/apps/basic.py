@@ -90,3 +90,17 @@ async def bad_result() -> object:
 def blocking(seconds: float) -> str:
     time.sleep(seconds)
     return f"slept {seconds}"
+
+
+@app.task(name="tracked", timeout=None)
+async def tracked(record: str, task_key: str, sleep_s: float = 0.0) -> str:
+    """Keeps its own records: every start (HINCRBY ``{record}:starts``, and the start
+    time in ms on the list ``{record}:start_ms``) and every finish (``{record}:finishes``).
+    A task that started more often than it finished was interrupted."""
+    r = _redis()
+    r.hincrby(f"{record}:starts", task_key, 1)
+    r.rpush(f"{record}:start_ms", int(time.time() * 1000))
+    if sleep_s:
+        await asyncio.sleep(sleep_s)
+    r.hincrby(f"{record}:finishes", task_key, 1)
+    return task_key
