@@ -221,6 +221,28 @@ class DisruptionBudget(_Model):
                     "percentage such as 25%).")
 
 
+class TopologySpreadConstraint(_Model):
+    """How worker pods spread over nodes or zones (a Kubernetes TopologySpreadConstraint)."""
+
+    max_skew: int = Field(ge=1, description="Most pods one domain may have above another.")
+    topology_key: str = Field(
+        min_length=1, max_length=316,
+        description="Node label that names a domain (kubernetes.io/hostname, "
+                    "topology.kubernetes.io/zone).")
+    when_unsatisfiable: Literal["DoNotSchedule", "ScheduleAnyway"] = Field(
+        description="DoNotSchedule (a hard rule) or ScheduleAnyway (a preference).")
+    label_selector: FreeForm = Field(
+        description="Pods counted (a LabelSelector), such as matchLabels "
+                    "{corral.dev/taskqueue: NAME} for this TaskQueue's worker pods.")
+    match_label_keys: list[str] | None = Field(
+        default=None, description="Pod label keys whose values also select the pods counted.")
+    min_domains: int | None = Field(default=None, ge=1, description="Fewest eligible domains.")
+    node_affinity_policy: Literal["Honor", "Ignore"] | None = Field(
+        default=None, description="Whether nodeSelector and affinity limit the domains.")
+    node_taints_policy: Literal["Honor", "Ignore"] | None = Field(
+        default=None, description="Whether node taints limit the domains.")
+
+
 class DisruptionSpec(_Model):
     """Keeping node autoscalers from interrupting running tasks."""
 
@@ -285,14 +307,15 @@ class WorkerSpec(_Model):
     tolerations: list[Toleration] | None = Field(default=None, description="Pod tolerations.")
     affinity: FreeForm | None = Field(
         default=None, description="Pod affinity (a Kubernetes Affinity).")
-    topology_spread_constraints: list[FreeForm] | None = Field(
-        default=None, description="Pod topology spread constraints.")
+    topology_spread_constraints: list[TopologySpreadConstraint] | None = Field(
+        default=None, max_length=10, description="Pod topology spread constraints.")
     service_account_name: str | None = Field(
         default=None, max_length=253, description="Service account of the worker pods.")
     image_pull_secrets: list[LocalObjectReference] | None = Field(
         default=None, description="Secrets for pulling the image.")
     priority_class_name: str | None = Field(
-        default=None, max_length=253, description="Pod priority class.")
+        default=None, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description="Pod priority class.")
     pod_labels: dict[str, str] | None = Field(
         default=None, description="Extra labels on worker pods.")
     pod_annotations: dict[str, str] | None = Field(

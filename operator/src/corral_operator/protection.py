@@ -18,9 +18,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from corral_operator.deployment import DELETION_COST_ANNOTATION as DELETION_COST
+
 DO_NOT_DISRUPT = "karpenter.sh/do-not-disrupt"
 SAFE_TO_EVICT = "cluster-autoscaler.kubernetes.io/safe-to-evict"
-DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 PROTECTED = {DO_NOT_DISRUPT: "true", SAFE_TO_EVICT: "false"}
 COST_PER_TASK = 2**24
 MAX_COST = 2**31 - 1  # the annotation is an int32
