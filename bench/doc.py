@@ -34,6 +34,7 @@ def render(results: Results, summary: Summary, images: Mapping[str, str]) -> str
         _machine(results),
         _profile(results.get("profile")),
         _operator(results.get("operator")),
+        karpenter_section(results.get("karpenter")),
         _failures(results),
     ]
     return "\n\n".join(p.strip() for p in parts if p.strip()) + "\n"
@@ -403,6 +404,51 @@ def _keda_comparison(data: Any) -> str:
         f"| KEDA + HPA, from one replica up (HPA sync every {HPA_SYNC_S:.0f} s) | "
         f"{HPA_SYNC_S / 2:.1f} s (mean) | {HPA_SYNC_S:.0f} s |",
     ] if line)
+
+
+def karpenter_section(figures: Mapping[str, Any] | None) -> str:
+    """The operator with Karpenter, from ``bench/karpenter.py --json`` (kept in
+    bench/karpenter.json: it needs its own control plane and several minutes)."""
+    header = "## Operator with Karpenter: new nodes, and no task interrupted"
+    command = "`python bench/karpenter.py --json bench/karpenter.json`"
+    if not figures:
+        return f"{header}\n\nNot measured: run {command}."
+    first = figures["first_task"]
+    trials = first["trials"]
+    lines = [
+        header, "",
+        f"Measured by {command} ({figures.get('measured', 'date not recorded')}) on the "
+        "test control plane with Karpenter's kwok provider (`scripts/k8s/up "
+        f"--with-karpenter`; batch window: `BATCH_IDLE_DURATION={first['batch_idle']}`, "
+        f"`BATCH_MAX_DURATION={first['batch_max']}`), the operator, and real worker processes "
+        "standing in for the pods (started when a pod is Running, SIGTERM when it is deleted).",
+        "",
+        f"**Backlog to the first task on a new node**, over {len(trials)} trials: a NodePool "
+        "with no nodes, a TaskQueue at zero replicas, 100 tasks enqueued; until the first "
+        "task's own start record (operator poll, the scheduler finding no node, Karpenter's "
+        "batch window, the node's launch, about a second of worker start-up):",
+        "",
+        "| median | p90 | min | max | nodes per trial |",
+        "|---:|---:|---:|---:|---:|",
+        f"| {first['median_s']:.1f} s | {first['p90_s']:.1f} s | "
+        f"{min(t['first_task_s'] for t in trials):.1f} s | "
+        f"{max(t['first_task_s'] for t in trials):.1f} s | "
+        f"{'/'.join(sorted({str(t['nodes']) for t in trials}))} |",
+        "",
+        "**Load drops while long tasks run**: 4 tasks of 12 s and 8 short ones, 2 tasks "
+        "per replica, one task per worker, 1-CPU pods (6 pods, Karpenter packs them onto "
+        "nodes of 1, 2 or 4 CPUs, consolidating `WhenEmptyOrUnderutilized` after 5 s). "
+        "Interrupted tasks are counted from the tasks' own start/finish records:",
+        "",
+        "| busy-pod protection | tasks interrupted | lowest replicas while the long tasks ran "
+        "| nodes at the peak | nodes once the tasks were done |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for run in figures.get("load_drop", []):
+        lines.append(f"| {'on' if run['protect'] else 'off (maxDrainSeconds 0)'} | "
+                     f"{run['interrupted']} | {run['lowest_replicas']} | {run['nodes_peak']} | "
+                     f"{run['nodes_after']} |")
+    return "\n".join(lines)
 
 
 def _failures(results: Results) -> str:

@@ -28,6 +28,7 @@ from tests.e2e.test_operator import (
     condition,
     crd_applied,
     enqueue,
+    get_json,
     namespace,
     status,
     taskqueue,
@@ -137,9 +138,14 @@ def test_scale_up_from_no_nodes_drains_the_queue_then_nodes_go(
     queue, record = f"q-{namespace}", f"rec-{namespace}"
     tq = karpenter_taskqueue("burst", namespace, redis_url, queue, karpenter, pool, True)
     tq["spec"]["worker"]["concurrency"] = 20
+    tq["spec"]["worker"]["disruptionBudget"] = {"maxUnavailable": 1}
     tq["spec"]["scaling"]["targetBacklogPerReplica"] = 250
     apply(k8s, tq)
     assert karpenter.nodes(pool) == []
+    pdb = wait_until("the PodDisruptionBudget", lambda: (
+        (found := get_json(k8s, "-n", namespace, "pdb", "burst-worker")) is not None, found))
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"]["corral.dev/taskqueue"] == "burst"
 
     with PodWorkers(k8s, namespace, "burst", redis_url,
                     ["--queues", queue, "--concurrency", "20", "--batch-size", "10",
