@@ -6,7 +6,7 @@ once by ``scripts/k8s/build`` into ``$CORRAL_CACHE`` (default ~/.cache/corral);
 if they are missing the build runs before the first test that uses ``k8s``.
 
 Fixture ``k8s`` (session scope) yields a :class:`Cluster`. Fixture ``karpenter``
-(session scope) adds Karpenter's kwok provider to that cluster (``scripts/k8s/up
+(module scope) adds Karpenter's kwok provider to that cluster (``scripts/k8s/up
 --with-karpenter``) and yields a :class:`Karpenter`, which makes NodePools whose
 nodes are kwok nodes.
 """
@@ -295,12 +295,16 @@ def k8s(request: pytest.FixtureRequest,
         cluster.stop()
 
 
-@pytest.fixture(scope="session")
-def karpenter(k8s: Cluster) -> Karpenter:
-    """Karpenter on the session's cluster; it stops with the cluster."""
+@pytest.fixture(scope="module")
+def karpenter(k8s: Cluster) -> Iterator[Karpenter]:
+    """Karpenter on the session's cluster, for one test module (other modules' pods
+    are not to meet a node autoscaler)."""
     try:
         k8s.start_karpenter()
     except BaseException:
         print(k8s.log_tail("karpenter", 40), file=sys.stderr)
         raise
-    return Karpenter(k8s)
+    try:
+        yield Karpenter(k8s)
+    finally:
+        k8s.stop("karpenter")
