@@ -440,13 +440,15 @@ def karpenter_section(figures: Mapping[str, Any] | None) -> str:
         "",
         f"Nodes Karpenter launched per trial: {nodes}.",
         "",
-        "**Load drops while long tasks run**: 4 tasks of 12 s and 8 short ones, 2 tasks "
+        "**Load drops while long tasks run**: 4 long tasks and 8 short ones, 2 tasks "
         "per replica, one task per worker, 1-CPU pods (6 pods, Karpenter packs them onto "
         "nodes of 1, 2 or 4 CPUs, consolidating `WhenEmptyOrUnderutilized` after 5 s). "
-        "Interrupted tasks are counted from the tasks' own start/finish records:",
+        "Once the short tasks are done the long ones run on for 20 s after the scale-down, "
+        "while Karpenter may consolidate. Interrupted tasks are counted from the tasks' "
+        "own start/finish records:",
         "",
         "| busy-pod protection | tasks interrupted | lowest replicas while the long tasks ran "
-        "| nodes at the peak | nodes once the tasks were done |",
+        "| nodes at the peak | nodes before the long tasks ended |",
         "|---|---:|---:|---:|---:|",
     ]
     for run in figures.get("load_drop", []):

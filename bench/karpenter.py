@@ -13,8 +13,9 @@ docs/benchmarks.md (section "Operator with Karpenter").
    (BATCH_IDLE_DURATION 1s, BATCH_MAX_DURATION 10s), the node's launch and
    registration (kwok: no boot time), and the worker process starting (the stand-in
    for the container, about a second of Python start-up).
-2. A load drop while long tasks run (tests/e2e/test_karpenter.py's scenario: 4 tasks
-   of 12 s and 8 short ones, 2 tasks per replica, one task per worker), with the
+2. A load drop while long tasks run (tests/e2e/test_karpenter.py's scenario: 4 long
+   tasks and 8 short ones, 2 tasks per replica, one task per worker; the long tasks
+   run on for 20 s after the scale-down), with the
    busy-pod protection and without it: tasks interrupted (from the tasks' own
    records), nodes at the peak and once the tasks are done, lowest replica count.
 

@@ -104,3 +104,18 @@ async def tracked(record: str, task_key: str, sleep_s: float = 0.0) -> str:
         await asyncio.sleep(sleep_s)
     r.hincrby(f"{record}:finishes", task_key, 1)
     return task_key
+
+
+@app.task(name="gated", timeout=None)
+async def gated(record: str, task_key: str, gate: str, max_s: float = 300.0) -> str:
+    """Like ``tracked``, but runs until the key ``gate`` exists (at most ``max_s``), so
+    a test decides when its long tasks end."""
+    r = _redis()
+    r.hincrby(f"{record}:starts", task_key, 1)
+    r.rpush(f"{record}:start_ms", int(time.time() * 1000))
+    for _ in range(int(max_s / 0.2)):  # another process opens the gate: poll it
+        if r.exists(gate):
+            break
+        await asyncio.sleep(0.2)
+    r.hincrby(f"{record}:finishes", task_key, 1)
+    return task_key

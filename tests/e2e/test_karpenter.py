@@ -40,7 +40,7 @@ from tests.support.podworkers import PodWorkers
 pytestmark = pytest.mark.e2e
 __all__ = ["crd_applied", "namespace"]  # fixtures used here
 
-LONG_S = 12.0
+HOLD_S = 20.0  # how long the long tasks run on once the scale-down is over
 GRACE_S = 2  # far below LONG_S: a drained busy worker interrupts its task
 WORKER_ARGS = ["--concurrency", "1", "--batch-size", "1", "--lease-seconds", "5",
                "--grace-seconds", str(GRACE_S)]
@@ -66,9 +66,11 @@ def pool(karpenter: Karpenter) -> Iterator[str]:
 
 
 def karpenter_taskqueue(name: str, namespace: str, redis_url: str, queue: str,
-                        karpenter: Karpenter, pool: str, protect: bool) -> dict[str, Any]:
-    """Two tasks per replica, one task per worker, 1-CPU pods on POOL's nodes."""
-    tq = taskqueue(name, namespace, redis_url, [queue], targetBacklogPerReplica=2,
+                        karpenter: Karpenter, pool: str, protect: bool,
+                        target: int = 2) -> dict[str, Any]:
+    """TARGET tasks per replica, one task running per worker (and one prefetched),
+    1-CPU pods on POOL's nodes."""
+    tq = taskqueue(name, namespace, redis_url, [queue], targetBacklogPerReplica=target,
                    maxReplicas=6, scaleDownStabilizationSeconds=2, cooldownSeconds=3)
     tq["spec"]["worker"].update({
         "concurrency": 1, "batchSize": 1, "leaseSeconds": 5, "graceSeconds": GRACE_S,
@@ -99,6 +101,9 @@ class Records:
     def finished(self) -> int:
         return len(self._hash("finishes"))
 
+    def started(self) -> int:
+        return len(self._hash("starts"))
+
     def interrupted(self) -> int:
         """Starts that did not finish: each is a task cut off and run again."""
         starts, finishes = self._hash("starts"), self._hash("finishes")
@@ -115,14 +120,24 @@ class Records:
 
 def long_and_short(queue: str, record: str, long_tasks: int, short_tasks: int
                    ) -> list[Enqueue]:
-    """Short tasks first (higher priority), so the long ones end up one per worker."""
-    short = [Enqueue("tracked", kwargs={"record": record, "task_key": f"short-{i}",
-                                        "sleep_s": 0.5}, queue=queue, priority=9)
-             for i in range(short_tasks)]
-    long = [Enqueue("tracked", kwargs={"record": record, "task_key": f"long-{i}",
-                                       "sleep_s": LONG_S}, queue=queue)
-            for i in range(long_tasks)]
-    return [*short, *long]
+    """Long tasks first (higher priority), then short ones; all wait for a gate
+    (``release``), so the test decides when the load drops and when it ends."""
+    def gated(kind: str, i: int, priority: int) -> Enqueue:
+        return Enqueue("gated", kwargs={"record": record, "task_key": f"{kind}-{i}",
+                                        "gate": f"{record}:{kind}-gate"},
+                       queue=queue, priority=priority)
+
+    return [*(gated("long", i, 9) for i in range(long_tasks)),
+            *(gated("short", i, 0) for i in range(short_tasks))]
+
+
+def release(redis_url: str, record: str, kind: str) -> None:
+    """Let the tasks of KIND (long or short) finish."""
+    r = redis.Redis.from_url(redis_url)
+    try:
+        r.set(f"{record}:{kind}-gate", 1)
+    finally:
+        r.close()
 
 
 def replicas(k8s: Cluster, namespace: str, name: str) -> int:
@@ -198,32 +213,47 @@ class Outcome:
     interrupted: int
     nodes_peak: int
     nodes_after: int
-    lowest_replicas: int  # before any long task finished
+    lowest_replicas: int  # while the long tasks ran
 
 
 def load_drops(k8s: Cluster, karpenter: Karpenter, namespace: str, redis_url: str,
                pool: str, protect: bool) -> Outcome:
-    """4 long tasks and 8 short ones: 12 / 2 = 6 pods. Once the short ones are done
-    the four long ones run on four pods while ceil(4 / 2) = 2 replicas would do."""
+    """4 long tasks and 32 short ones, 6 per replica: 6 pods. A worker runs one task
+    and prefetches one, so the long ones (first by priority) sit on two to four pods.
+    Once the short ones are done, ceil(4 / 6) = 1 replica would do. The long tasks run
+    on until HOLD_S after the scale-down (Karpenter may consolidate meanwhile), then
+    they are let go and the queue drains."""
     queue, record = f"q-{namespace}", f"rec-{namespace}"
     karpenter.node_pool(pool, consolidate_after="5s")
-    apply(k8s, karpenter_taskqueue("drop", namespace, redis_url, queue, karpenter, pool,
-                                   protect))
+    tq = karpenter_taskqueue("drop", namespace, redis_url, queue, karpenter, pool, protect,
+                             target=6)
+    # Long enough for the short tasks to drain at six replicas once they are let go: a
+    # backlog left behind four busy pods would wait for the long tasks.
+    tq["spec"]["scaling"]["scaleDownStabilizationSeconds"] = 8
+    apply(k8s, tq)
     records = Records(redis_url, record)
     with PodWorkers(k8s, namespace, "drop", redis_url,
                     ["--queues", queue, *WORKER_ARGS]) as pods:
-        enqueue(redis_url, long_and_short(queue, record, long_tasks=4, short_tasks=8))
+        enqueue(redis_url, long_and_short(queue, record, long_tasks=4, short_tasks=32))
         wait_until("6 replicas", lambda: ((r := replicas(k8s, namespace, "drop")) == 6, r),
                    timeout_s=30)
-        nodes_peak, lowest = 0, 6
-        deadline = time.monotonic() + 150
-        while (done := records.finished()) < 12 and time.monotonic() < deadline:
+        # Six workers up, each running a task. Then the short ones go, the load drops.
+        wait_until("6 tasks running", lambda: (
+            (n := records.started()) == 6, (n, pods.errors[-1:])), timeout_s=120)
+        release(redis_url, record, "short")
+        # (A short task prefetched behind a long one waits for it.)
+        wait_until("the scale-down", lambda: (
+            (r := replicas(k8s, namespace, "drop")) < 6, r), timeout_s=60)
+        nodes_peak, lowest = len(karpenter.nodes(pool)), 6
+        until = time.monotonic() + HOLD_S
+        while time.monotonic() < until:
             nodes_peak = max(nodes_peak, len(karpenter.nodes(pool)))
-            if done <= 8:  # no long task has finished yet: four of them are running
-                lowest = min(lowest, replicas(k8s, namespace, "drop"))
+            lowest = min(lowest, replicas(k8s, namespace, "drop"))
             time.sleep(0.5)
-        assert records.finished() == 12, (records.finished(), pods.errors)
         nodes_after = len(karpenter.nodes(pool))
+        release(redis_url, record, "long")
+        wait_until("all 36 tasks finished", lambda: (
+            (n := records.finished()) == 36, n), timeout_s=90)
         return Outcome(records.interrupted(), nodes_peak, nodes_after, lowest)
 
 
@@ -233,9 +263,10 @@ def test_load_drops_and_no_running_task_is_interrupted(
     outcome = load_drops(k8s, karpenter, namespace, redis_url, pool, protect=True)
     print(f"\nprotected: {outcome}")
     assert outcome.interrupted == 0
-    # The operator did scale down while the long tasks ran (idle pods went), and
-    # Karpenter had several nodes to consolidate.
-    assert outcome.lowest_replicas < 6
+    # The operator scaled down while the long tasks ran, to the busy pods (the long
+    # tasks are on two to four of them) and never below; Karpenter had several nodes
+    # to consolidate.
+    assert 2 <= outcome.lowest_replicas < 6
     assert outcome.nodes_peak >= 2
     st = status(k8s, namespace, "drop")
     assert st["pendingReplicas"] == 0
@@ -246,5 +277,6 @@ def test_without_protection_the_same_load_drop_interrupts_tasks(
         redis_url: str, pool: str) -> None:
     outcome = load_drops(k8s, karpenter, namespace, redis_url, pool, protect=False)
     print(f"\nunprotected: {outcome}")
+    # Down to one replica: at least one busy pod was removed, its task cut off.
     assert outcome.interrupted >= 1
-    assert outcome.lowest_replicas <= 2
+    assert outcome.lowest_replicas == 1

@@ -13,6 +13,7 @@ nodes are kwok nodes.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -307,4 +308,8 @@ def karpenter(k8s: Cluster) -> Iterator[Karpenter]:
     try:
         yield Karpenter(k8s)
     finally:
+        # NodeClaims carry Karpenter's finalizer: let it remove their nodes first.
+        with contextlib.suppress(TimeoutError):
+            k8s._wait("Karpenter's nodes gone", 120, lambda: not k8s.kubectl(
+                "get", "nodeclaims", "-o", "name", check=False).stdout.strip())
         k8s.stop("karpenter")
