@@ -440,12 +440,13 @@ def karpenter_section(figures: Mapping[str, Any] | None) -> str:
         "",
         f"Nodes Karpenter launched per trial: {nodes}.",
         "",
-        "**Load drops while long tasks run**: 4 long tasks and 8 short ones, 2 tasks "
-        "per replica, one task per worker, 1-CPU pods (6 pods, Karpenter packs them onto "
-        "nodes of 1, 2 or 4 CPUs, consolidating `WhenEmptyOrUnderutilized` after 5 s). "
-        "Once the short tasks are done the long ones run on for 20 s after the scale-down, "
-        "while Karpenter may consolidate. Interrupted tasks are counted from the tasks' "
-        "own start/finish records:",
+        "**Load drops while long tasks run**: 4 long tasks and 32 short ones, 6 tasks per "
+        "replica, each worker running one task and prefetching one, 1-CPU pods (6 pods; "
+        "Karpenter packs them onto nodes of 1, 2 or 4 CPUs and consolidates "
+        "`WhenEmptyOrUnderutilized` after 5 s). The long tasks sit on two to four pods; "
+        "once the short ones are done, ceil(4 / 6) = 1 replica would do. The long tasks "
+        "run on for 20 s after the scale-down, while Karpenter may consolidate; "
+        "interrupted tasks are counted from the tasks' own start/finish records:",
         "",
         "| busy-pod protection | tasks interrupted | lowest replicas while the long tasks ran "
         "| nodes at the peak | nodes before the long tasks ended |",

@@ -14,8 +14,8 @@ docs/benchmarks.md (section "Operator with Karpenter").
    registration (kwok: no boot time), and the worker process starting (the stand-in
    for the container, about a second of Python start-up).
 2. A load drop while long tasks run (tests/e2e/test_karpenter.py's scenario: 4 long
-   tasks and 8 short ones, 2 tasks per replica, one task per worker; the long tasks
-   run on for 20 s after the scale-down), with the
+   tasks and 32 short ones, 6 tasks per replica, each worker running one task and
+   prefetching one; the long tasks run on for 20 s after the scale-down), with the
    busy-pod protection and without it: tasks interrupted (from the tasks' own
    records), nodes at the peak and once the tasks are done, lowest replica count.
 

@@ -5,8 +5,8 @@ Karpenter to add a node. Real worker processes stand in for the pods
 (``tests.support.podworkers``): one starts when its pod is Running and gets SIGTERM
 when the pod is deleted, by the ReplicaSet or by Karpenter draining a node.
 
-Interruptions are counted from the tasks' own records (``tracked`` in
-tests/apps/basic.py): a task that started more often than it finished was
+Interruptions are counted from the tasks' own records (``tracked`` and ``gated``
+in tests/apps/basic.py): a task that started more often than it finished was
 interrupted. The same scenario with the protection switched off must interrupt
 tasks, so the protected run's zero means something."""
 
@@ -228,7 +228,7 @@ def load_drops(k8s: Cluster, karpenter: Karpenter, namespace: str, redis_url: st
     tq = karpenter_taskqueue("drop", namespace, redis_url, queue, karpenter, pool, protect,
                              target=6)
     # Long enough for the short tasks to drain at six replicas once they are let go: a
-    # backlog left behind four busy pods would wait for the long tasks.
+    # backlog left behind the busy pods would wait for the long tasks.
     tq["spec"]["scaling"]["scaleDownStabilizationSeconds"] = 8
     apply(k8s, tq)
     records = Records(redis_url, record)
