@@ -625,3 +625,25 @@ async def test_disruption_budget_follows_the_spec(
     assert "apply_pdb" not in kube.calls  # unchanged: not sent again
     await loop.reconcile_once(body(spec, generation=2))
     assert kube.budgets == {}
+
+
+async def test_protection_stays_while_redis_is_unreachable(
+        runtime: ctl.Runtime, kube: FakeKube, client: Client,
+        redis_conn: redis.asyncio.Redis, redis_url: str, clock: Clock) -> None:
+    loop = ctl.TaskQueueController(runtime, NAME, NS, UID)
+    spec = {**spec_for(redis_url), "disruption": {"idleSeconds": 5}}
+    try:
+        await busy_scene(loop, kube, client, redis_conn, spec)
+        clock.advance(2)
+        await loop.reconcile_once(body(spec))
+        assert protection.protected(kube.annotations("w-a"))
+        gone = {**spec, "redis": {"url": "redis://127.0.0.1:1/0"}}
+        kube.calls.clear()
+        for _ in range(3):  # well past idleSeconds
+            clock.advance(5)
+            await loop.reconcile_once(body(gone, generation=2))
+        assert kube.condition("RedisReachable")["status"] == "False"
+        assert protection.protected(kube.annotations("w-a"))
+        assert not [c for c in kube.calls if c.startswith("annotate")]
+    finally:
+        await loop.close()

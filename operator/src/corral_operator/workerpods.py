@@ -39,6 +39,7 @@ class WorkerPods:
     owner: dep.Owner
     pods: list[Body] = field(default_factory=list)
     in_flight: dict[str, int] = field(default_factory=dict)
+    in_flight_known: bool = False  # False while Redis cannot be read
     _hold: BusyHold = field(default_factory=BusyHold)
     _protection: protection.ProtectionState = field(default_factory=protection.ProtectionState)
     _budget: str | None = None  # JSON of the budget last applied; "" when none exists
@@ -60,6 +61,7 @@ class WorkerPods:
         self.pods = await self.kube.list_pods(self.owner.namespace,
                                               dep.label_selector(self.owner.name))
         self.in_flight = in_flight_by_worker(depths)
+        self.in_flight_known = depths is not None
 
     def hold(self, decision: Decision, spec: models.TaskQueueSpec, now_s: float,
              metrics_known: bool) -> Decision:
@@ -73,7 +75,11 @@ class WorkerPods:
     async def annotate(self, spec: models.TaskQueueSpec, now_s: float,
                        with_costs: bool) -> None:
         """Protection annotations always, deletion costs before a scale-down; one
-        patch per pod that needs a change, sent together (raises KubeError)."""
+        patch per pod that needs a change, sent together (raises KubeError). While
+        the in-flight counts are unknown (Redis unreachable) nothing changes: a busy
+        pod must not lose its protection because Redis is away."""
+        if not self.in_flight_known:
+            return
         params = protection.ProtectionParams(
             enabled=spec.disruption.protect_busy_workers,
             idle_s=float(spec.disruption.idle_seconds),
