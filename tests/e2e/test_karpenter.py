@@ -22,6 +22,7 @@ import pytest
 import redis
 
 from corral.client import Enqueue
+from corral_operator.protection import DO_NOT_DISRUPT, SAFE_TO_EVICT
 from tests.e2e.test_operator import (
     OperatorProcess,
     apply,
@@ -214,6 +215,8 @@ class Outcome:
     nodes_peak: int
     nodes_after: int
     lowest_replicas: int  # while the long tasks ran
+    most_protected: int  # most pods seen with do-not-disrupt and safe-to-evict=false
+    released: bool  # every pod left lost the two annotations once its worker was idle
 
 
 def load_drops(k8s: Cluster, karpenter: Karpenter, namespace: str, redis_url: str,
@@ -230,6 +233,8 @@ def load_drops(k8s: Cluster, karpenter: Karpenter, namespace: str, redis_url: st
     # Long enough for the short tasks to drain at six replicas once they are let go: a
     # backlog left behind the busy pods would wait for the long tasks.
     tq["spec"]["scaling"]["scaleDownStabilizationSeconds"] = 8
+    # Pods outlive idleSeconds (5) once the work is done, to see them released.
+    tq["spec"]["scaling"]["cooldownSeconds"] = 15
     apply(k8s, tq)
     records = Records(redis_url, record)
     with PodWorkers(k8s, namespace, "drop", redis_url,
@@ -244,17 +249,35 @@ def load_drops(k8s: Cluster, karpenter: Karpenter, namespace: str, redis_url: st
         # (A short task prefetched behind a long one waits for it.)
         wait_until("the scale-down", lambda: (
             (r := replicas(k8s, namespace, "drop")) < 6, r), timeout_s=60)
-        nodes_peak, lowest = len(karpenter.nodes(pool)), 6
+        nodes_peak, lowest, most_protected = len(karpenter.nodes(pool)), 6, 0
         until = time.monotonic() + HOLD_S
         while time.monotonic() < until:
             nodes_peak = max(nodes_peak, len(karpenter.nodes(pool)))
             lowest = min(lowest, replicas(k8s, namespace, "drop"))
+            most_protected = max(most_protected, len(protected_pods(k8s, namespace)))
             time.sleep(0.5)
         nodes_after = len(karpenter.nodes(pool))
         release(redis_url, record, "long")
         wait_until("all 36 tasks finished", lambda: (
             (n := records.finished()) == 36, n), timeout_s=90)
-        return Outcome(records.interrupted(), nodes_peak, nodes_after, lowest)
+        released = wait_until("annotations removed from idle pods", lambda: (
+            not (found := protected_pods(k8s, namespace)), found), timeout_s=30) == []
+        return Outcome(records.interrupted(), nodes_peak, nodes_after, lowest,
+                       most_protected, released)
+
+
+def protected_pods(k8s: Cluster, namespace: str) -> list[str]:
+    """Live worker pods that carry both annotations (all of them or none are expected)."""
+    out = get_json(k8s, "-n", namespace, "pods", "-l", "corral.dev/taskqueue=drop") or {}
+    found = []
+    for pod in out.get("items", []):
+        notes = pod["metadata"].get("annotations") or {}
+        if pod["metadata"].get("deletionTimestamp"):
+            continue
+        if notes.get(DO_NOT_DISRUPT) == "true" or notes.get(SAFE_TO_EVICT) == "false":
+            assert notes.get(DO_NOT_DISRUPT) == "true" and notes.get(SAFE_TO_EVICT) == "false"
+            found.append(pod["metadata"]["name"])
+    return found
 
 
 def test_load_drops_and_no_running_task_is_interrupted(
@@ -268,6 +291,9 @@ def test_load_drops_and_no_running_task_is_interrupted(
     # to consolidate.
     assert 2 <= outcome.lowest_replicas < 6
     assert outcome.nodes_peak >= 2
+    # The busy pods carried the annotations, and lost them once idle.
+    assert outcome.most_protected >= 2
+    assert outcome.released
     st = status(k8s, namespace, "drop")
     assert st["pendingReplicas"] == 0
 
@@ -280,3 +306,4 @@ def test_without_protection_the_same_load_drop_interrupts_tasks(
     # Down to one replica: at least one busy pod was removed, its task cut off.
     assert outcome.interrupted >= 1
     assert outcome.lowest_replicas == 1
+    assert outcome.most_protected == 0
