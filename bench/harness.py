@@ -333,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
             if bench.records.is_relative_to("/dev/shm"):
                 shutil.rmtree(bench.records, ignore_errors=True)
     results["operator"] = None if args.no_operator else operator_section.run(out_dir, plan.quick)
+    results["karpenter"] = operator_section.karpenter_figures()
     results["finished"] = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     (out_dir / "results.json").write_text(json.dumps(results, indent=1, default=str))
     summary = report.summarize(results)
