@@ -74,6 +74,8 @@ def _add_dlq(subcommands: Subcommands) -> None:
     command = subcommands.add_parser("dlq", help="the dead-letter queue")
     command.add_argument("action", choices=("list", "requeue", "purge"))
     command.add_argument("ids", nargs="*", help="task ids (default: all)")
+    command.add_argument("--all", action="store_true", dest="all_ids",
+                         help="every dead task (worked through in small chunks)")
     command.add_argument("--queue", type=queue_arg, default="default")
     command.add_argument("--limit", type=int_range(1, 100_000), default=100)
     command.set_defaults(run=dlq)
@@ -187,6 +189,9 @@ async def dlq(args: argparse.Namespace) -> int:
                 print(_one_line(f"{task.id}  {task.name or '-'}  attempts={task.attempts}  "
                                 f"{when}Z  {task.error_type}: {task.message}"))
             return 0
+        if args.all_ids and args.ids:
+            print("corral dlq: error: give task ids or --all, not both", file=sys.stderr)
+            return 2
         count = await dlq_change(redis, args.queue, args.action, args.ids)
         print(f"{args.action}d {count} tasks")
         return 0

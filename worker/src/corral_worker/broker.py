@@ -11,6 +11,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from corral.keys import QueueKeys
+from corral.retention import DEFAULT_DEAD_TTL_S, DEFAULT_MAX_DEAD
 from corral.scripts import Scripts
 
 
@@ -78,21 +79,33 @@ class Outcome:
 
     job: Job
     code: str  # s f d c r q
+    # s f c: result TTL in ms (0: keep nothing); d: dead-letter TTL in ms (0: the
+    # default); r: delay in ms; q: 1 to give the attempt back.
     data: bytes = b""
     number: int = 0
 
 
 class Broker:
-    def __init__(self, redis: Redis, scripts: Scripts, holder: str) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        scripts: Scripts,
+        holder: str,
+        *,
+        dead_ttl_s: float = DEFAULT_DEAD_TTL_S,
+        max_dead: int = DEFAULT_MAX_DEAD,
+    ) -> None:
         self.redis = redis
         self.scripts = scripts
         # Lease tokens are "<holder>:<attempt>", unique to this process and claim.
         self.holder = holder
+        # For what the claim script dead-letters itself (ids with no usable record).
+        self.dead_ttl_ms = int(dead_ttl_s * 1000)
+        self.max_dead = max_dead
 
     async def claim(self, keys: QueueKeys, count: int, lease_ms: int) -> Claimed:
         reply = await self.scripts.claim(
-            keys=[*keys.ready, keys.scheduled, keys.leased, keys.dead],
-            args=[keys.prefix, count, lease_ms, self.holder],
+            keys, (), [count, lease_ms, self.holder, self.dead_ttl_ms, self.max_dead]
         )
         holder, queue = self.holder, keys.queue
         jobs = []
@@ -114,12 +127,11 @@ class Broker:
 
     async def finish(self, keys: QueueKeys, outcomes: Sequence[Outcome]) -> list[str]:
         """Record outcomes; returns the ids whose lease had passed to another worker."""
-        args: list[Any] = [keys.prefix, keys.done_channel, keys.wake_channel]
+        args: list[Any] = [self.max_dead]
         for outcome in outcomes:
             args += (outcome.job.id, outcome.job.token, outcome.code, outcome.data, outcome.number)
-        stale = await self.scripts.finish(
-            keys=[*keys.ready, keys.scheduled, keys.leased, keys.dead, keys.dedupe], args=args
-        )
+        records = [keys.task(outcome.job.id) for outcome in outcomes]
+        stale = await self.scripts.finish(keys, records, args)
         return [task_id.decode() for task_id in stale]
 
     async def heartbeat(
@@ -132,23 +144,13 @@ class Broker:
         registry_ttl_ms: int,
         cancelled_ttl_ms: int,
     ) -> Upkeep:
-        args: list[Any] = [
-            keys.prefix,
-            worker_id,
-            lease_ms,
-            registry_ttl_ms,
-            keys.wake_channel,
-            keys.done_channel,
-            cancelled_ttl_ms,
-            len(registry),
-        ]
+        args: list[Any] = [worker_id, lease_ms, registry_ttl_ms, cancelled_ttl_ms, len(registry)]
         for field, value in registry.items():
             args += (field, value)
         for job in held:
             args += (job.id, job.token)
-        backlog, requeued, cancelled, lost = await self.scripts.heartbeat(
-            keys=[*keys.ready, keys.scheduled, keys.leased, keys.workers, keys.dedupe], args=args
-        )
+        records = [keys.worker(worker_id), *(keys.task(job.id) for job in held)]
+        backlog, requeued, cancelled, lost = await self.scripts.heartbeat(keys, records, args)
         return Upkeep(
             int(backlog),
             int(requeued),

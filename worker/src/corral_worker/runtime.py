@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ReadOnlyError, RedisError, ResponseError
 
 from corral.app import App, TaskDef
+from corral.channels import Channels
 from corral.connection import connect, redact
 from corral.keys import QueueKeys, queue_keys
 from corral.scripts import Scripts
@@ -95,7 +96,8 @@ class Worker:
         self._stop_requested = asyncio.Event()
         redis = self._redis or connect(self.settings.redis_url)
         holder = f"{self.settings.worker_id}/{os.getpid()}-{os.urandom(3).hex()}"
-        self._broker = Broker(redis, Scripts.register(redis), holder)
+        self._broker = Broker(redis, Scripts.register(redis), holder,
+                              dead_ttl_s=self.app.dead_ttl_s, max_dead=self.app.max_dead)
         self._executor = ThreadPoolExecutor(
             max_workers=self.settings.concurrency, thread_name_prefix="corral-task"
         )
@@ -374,7 +376,8 @@ class Worker:
             outcome = Outcome(job, "r", error, int(decision.delay_s * 1000))
             label = "retried"
         elif decision.outcome == "dead":
-            outcome, label = Outcome(job, "d", error), "dead"
+            outcome = Outcome(job, "d", error, int(task_def.dead_ttl_s * 1000))
+            label = "dead"
         else:
             outcome = Outcome(job, "f", error, int(task_def.result_ttl_s * 1000))
             label = "failed"
@@ -388,7 +391,9 @@ class Worker:
     def _dead_letter(self, job: Job, type_name: str, message: str) -> None:
         log.warning("task %s dead-lettered: %s: %s", job.id, type_name, message,
                     extra={"task_id": job.id})
-        self._acknowledge(job, Outcome(job, "d", encode_error(type_name, message)), "dead", None)
+        dead_ttl_ms = int(self.app.dead_ttl_s * 1000)
+        self._acknowledge(job, Outcome(job, "d", encode_error(type_name, message), dead_ttl_ms),
+                          "dead", None)
 
     def _acknowledge(
         self, job: Job, outcome: Outcome, label: str, task_def: TaskDef | None
@@ -529,26 +534,23 @@ class Worker:
             channels[q.keys.wake_channel] = q
             channels[q.keys.cancel_channel] = q
         while True:
-            pubsub = self._broker.redis.pubsub(ignore_subscribe_messages=True)
+            pubsub = Channels(self._broker.redis)
             try:
                 await pubsub.subscribe(*channels)
                 for q in self._queues.values():
                     q.wake.set()  # anything published while unsubscribed is looked for now
                 while True:
-                    message = await pubsub.get_message(timeout=None)
-                    if message is None:
-                        continue
-                    channel = message["channel"].decode()
+                    channel, data = await pubsub.get()
                     q = channels[channel]
                     if channel == q.keys.wake_channel:
                         q.wake.set()
                     else:
-                        self._cancel_by_id(q.keys.queue, message["data"].decode())
+                        self._cancel_by_id(q.keys.queue, data.decode())
             except (RedisError, OSError) as exc:
                 await asyncio.sleep(self._health.failed(exc, "subscribe"))
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
 
     async def _lag_loop(self) -> None:
         while True:
