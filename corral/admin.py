@@ -16,7 +16,7 @@ from corral.scripts import Scripts
 from corral.serialization import decode_error
 
 # Tasks per script call: a requeue costs a handful of commands per task.
-DLQ_CHUNK = 200
+DLQ_CHUNK = 100
 # Records read per pipelined round trip when listing.
 _LIST_CHUNK = 1000
 
@@ -94,12 +94,16 @@ async def dlq_change(
 
 
 async def dlq_chunks(
-    redis: Redis, queue: str, op: Literal["requeue", "purge"], ids: Sequence[str] = ()
+    redis: Redis,
+    queue: str,
+    op: Literal["requeue", "purge"],
+    ids: Sequence[str] = (),
+    scripts: Scripts | None = None,
 ) -> AsyncIterator[DlqChange]:
     """Requeue or purge ``ids`` (none: every task dead when it starts), one bounded
     script call per chunk, yielding what each did."""
     keys = queue_keys(queue)
-    scripts = Scripts.register(redis)
+    scripts = scripts or Scripts.register(redis)
     if ids:
         for start in range(0, len(ids), DLQ_CHUNK):
             chunk = list(ids[start : start + DLQ_CHUNK])

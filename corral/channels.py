@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 from corral.connection import is_cluster
@@ -44,6 +45,8 @@ class Channels:
             await self._subscribe_shard(queue, names)
 
     async def _subscribe_shard(self, queue: str, channels: list[str]) -> None:
+        # Shard subscriptions are routed by the slot table, empty until a first command.
+        await cast(RedisCluster, self._redis).initialize()
         pubsub = self._shards.get(queue)
         first = pubsub is None
         if pubsub is None:
