@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -205,3 +206,12 @@ def test_requirements_are_split_by_venv() -> None:
                                         "corral": ["hiredis==3.5.0"]}
     with pytest.raises(SystemExit):
         parse_requirements("celery==5.7.0\n")
+
+
+def test_bench_run_keeps_the_sections_other_scripts_wrote(tmp_path: Path) -> None:
+    from bench.harness import KEPT_MARKER, kept_sections
+
+    page = tmp_path / "benchmarks.md"
+    assert kept_sections(page) == ""
+    page.write_text(f"# generated\n\n{KEPT_MARKER}\n\n## Soak\n\nfigures\n")
+    assert kept_sections(page) == f"\n{KEPT_MARKER}\n\n## Soak\n\nfigures\n"
