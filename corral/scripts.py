@@ -22,7 +22,7 @@ from corral.connection import is_cluster
 from corral.keys import QueueKeys
 from corral.retention import DEFAULT_DEAD_TTL_S, DEFAULT_RESULT_TTL_S
 
-_NAMES = ("enqueue", "claim", "finish", "heartbeat", "cancel", "depths", "dlq")
+NAMES = ("enqueue", "claim", "finish", "heartbeat", "cancel", "depths", "dlq")
 _LUA = Path(__file__).parent / "_lua"
 
 
@@ -90,5 +90,5 @@ class Scripts:
         # restarted Redis (with an empty script cache) needs nothing special.
         cluster = is_cluster(redis)
         return cls(**{
-            name: Script(redis.register_script(source(name)), cluster) for name in _NAMES
+            name: Script(redis.register_script(source(name)), cluster) for name in NAMES
         })

@@ -8,7 +8,7 @@ from corral import Client, Enqueue
 from corral.admin import dlq_chunks
 from corral.depths import read_queue_depths
 from corral.keys import queue_keys
-from corral.scripts import _NAMES, Script, Scripts, source
+from corral.scripts import NAMES, Script, Scripts, source
 from corral_worker.broker import Broker, Outcome
 from tests.support.inproc import running_worker
 
@@ -70,7 +70,7 @@ local redis = setmetatable({
 def _checked_scripts(conn: redis.asyncio.Redis) -> Scripts:
     return Scripts(**{
         name: Script(conn.register_script(_CHECKED + source(name)), cluster=False)
-        for name in _NAMES
+        for name in NAMES
     })
 
 
@@ -132,7 +132,7 @@ async def test_scripts_touch_only_declared_keys_except_records_of_ids_from_redis
 
 async def test_scripts_share_one_prelude() -> None:
     # Each rule is written once: no script repeats the clock or the priority clamp.
-    for name in _NAMES:
+    for name in NAMES:
         own = source(name).split(f"-- {name}.lua\n", 1)[1]
         assert "redis.call('TIME')" not in own and "p > 9" not in own, name
     assert source("claim").count("redis.call('TIME')") == 1
