@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -236,3 +237,12 @@ def test_karpenter_section_renders_the_figures_or_says_how_to_get_them() -> None
     assert "| on | 0 | 4 | 2 | 2 |" in text
     assert "| off (maxDrainSeconds 0) | 3 | 2 | 2 | 1 |" in text
     assert "BATCH_IDLE_DURATION=1s" in text and "2026-12-02" in text
+
+
+def test_bench_run_keeps_the_sections_other_scripts_wrote(tmp_path: Path) -> None:
+    from bench.harness import KEPT_MARKER, kept_sections
+
+    page = tmp_path / "benchmarks.md"
+    assert kept_sections(page) == ""
+    page.write_text(f"# generated\n\n{KEPT_MARKER}\n\n## Soak\n\nfigures\n")
+    assert kept_sections(page) == f"\n{KEPT_MARKER}\n\n## Soak\n\nfigures\n"

@@ -462,7 +462,7 @@ async def test_metrics_per_taskqueue(loop: ctl.TaskQueueController, runtime: ctl
                                      client: Client, redis_conn: redis.asyncio.Redis,
                                      redis_url: str) -> None:
     await enqueue(client, "q1", 25)
-    await redis_conn.rpush(queue_keys("q2").dead, "dead-1", "dead-2")
+    await redis_conn.zadd(queue_keys("q2").dead, {"dead-1": 1, "dead-2": 2})
     await loop.reconcile_once(body(spec_for(redis_url)))
     text = runtime.metrics.render().decode()
     labels = f'namespace="{NS}",taskqueue="{NAME}"'
