@@ -33,7 +33,6 @@ from corral.embedded import EmbeddedRedis
 from corral_operator import crd, models
 from corral_operator.controller import _validation_message
 from tests.e2e.test_operator import (
-    CRD_FILE,
     OperatorProcess,
     apply,
     condition,
@@ -303,13 +302,6 @@ def test_the_models_refuse_with_a_message_naming_the_field(defect: Defect) -> No
 
 
 # -- the API server ------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def crd_applied(k8s: Cluster) -> None:
-    k8s.kubectl("apply", "-f", str(CRD_FILE))
-    k8s.kubectl("wait", "--for=condition=Established", "crd/taskqueues.corral.dev",
-                "--timeout=60s")
 
 
 @pytest.fixture(scope="module")
