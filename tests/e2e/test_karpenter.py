@@ -27,7 +27,6 @@ from tests.e2e.test_operator import (
     OperatorProcess,
     apply,
     condition,
-    crd_applied,
     enqueue,
     get_json,
     namespace,
@@ -39,7 +38,7 @@ from tests.support.k8s import Cluster, Karpenter
 from tests.support.podworkers import PodWorkers
 
 pytestmark = pytest.mark.e2e
-__all__ = ["crd_applied", "namespace"]  # fixtures used here
+__all__ = ["namespace"]  # a fixture used here (crd_applied comes from tests.support.k8s)
 
 HOLD_S = 20.0  # how long the long tasks run on once the scale-down is over
 GRACE_S = 2  # far below LONG_S: a drained busy worker interrupts its task
