@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal, cast
+from typing import Any, Generic, Literal, TypeVar, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
@@ -31,7 +31,16 @@ Status = Literal[
     "queued", "scheduled", "running", "succeeded", "failed", "cancelled", "dead", "unknown"
 ]
 FINAL_STATES = frozenset({"succeeded", "failed", "cancelled", "dead"})
+R = TypeVar("R")
 _ENQUEUE_CHUNK = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """The latest progress a running task reported (``current_task().set_progress``)."""
+
+    fraction: float
+    message: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +56,9 @@ class Enqueue:
     key: str | None = None
 
 
-class TaskHandle:
-    """A reference to an enqueued task."""
+class TaskHandle(Generic[R]):
+    """A reference to an enqueued task; ``R`` is its result's type (``Any`` when it was
+    enqueued by name)."""
 
     __slots__ = ("_client", "id", "queue")
 
@@ -69,11 +79,14 @@ class TaskHandle:
     async def status(self) -> Status:
         return await self._client.status(self.id, queue=self.queue)
 
-    async def result(self, timeout: float | None = None) -> Any:
-        return await self._client.result(self.id, queue=self.queue, timeout=timeout)
+    async def result(self, timeout: float | None = None) -> R:
+        return cast(R, await self._client.result(self.id, queue=self.queue, timeout=timeout))
 
     async def cancel(self) -> bool:
         return await self._client.cancel(self.id, queue=self.queue)
+
+    async def progress(self) -> Progress | None:
+        return await self._client.progress(self.id, queue=self.queue)
 
 
 class Client:
@@ -95,6 +108,8 @@ class Client:
         )
         self.scripts = Scripts.register(redis)
         self._results = _ResultWaiter(redis)
+        if app is not None and app.client is None:
+            app.client = self
 
     @classmethod
     def from_url(cls, url: str | None = None, **kwargs: Any) -> Client:
@@ -113,6 +128,8 @@ class Client:
         await self.close()
 
     async def close(self) -> None:
+        if self.app is not None and self.app.client is self:
+            self.app.client = None
         await self._results.close()
         await self.redis.aclose()
 
@@ -128,7 +145,7 @@ class Client:
         priority: int = 0,
         delay: float = 0.0,
         key: str | None = None,
-    ) -> TaskHandle:
+    ) -> TaskHandle[Any]:
         """Enqueue one task. With ``key``, a live task with the same key is returned instead."""
         # `is None`, not `or`: a falsy wrong value (0, "", []) must be refused, not ignored.
         call = Enqueue(name, () if args is None else args, {} if kwargs is None else kwargs,
@@ -139,7 +156,7 @@ class Client:
 
     async def enqueue_many(
         self, calls: Iterable[Enqueue | Mapping[str, Any]]
-    ) -> list[TaskHandle]:
+    ) -> list[TaskHandle[Any]]:
         """Enqueue many tasks in pipelined round trips; all are checked before any is sent."""
         prepared = [self._prepare(_as_enqueue(call)) for call in calls]
         if not prepared:
@@ -191,12 +208,20 @@ class Client:
 
     # -- status, results, cancellation -------------------------------------------
 
-    def handle(self, task_id: str, queue: str = "default") -> TaskHandle:
+    def handle(self, task_id: str, queue: str = "default") -> TaskHandle[Any]:
         return TaskHandle(self, queue_keys(queue).queue, task_id)
 
     async def status(self, task_id: str, *, queue: str = "default") -> Status:
         state = cast(bytes | None, await self.redis.hget(queue_keys(queue).task(task_id), "state"))
         return cast(Status, state.decode()) if state else "unknown"
+
+    async def progress(self, task_id: str, *, queue: str = "default") -> Progress | None:
+        """The latest progress the task reported, or None if it reported none."""
+        fraction, message = cast(list[bytes | None], await self.redis.hmget(
+            queue_keys(queue).task(task_id), ["progress", "progress_message"]))
+        if fraction is None:
+            return None
+        return Progress(float(fraction), (message or b"").decode())
 
     async def result(
         self, task_id: str, *, queue: str = "default", timeout: float | None = None
