@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
+from corral import tracing
 from corral.app import App
 from corral.connection import connect, default_url
 from corral.errors import InvalidTask, TaskCancelled, TaskFailed
@@ -150,17 +151,32 @@ class Client:
         # `is None`, not `or`: a falsy wrong value (0, "", []) must be refused, not ignored.
         call = Enqueue(name, () if args is None else args, {} if kwargs is None else kwargs,
                        queue, priority, delay, key)
-        keys, argv = self._prepare(call)
-        ids = await self.scripts.enqueue(keys=_queue_keys(keys), args=[*_wake_args(keys), *argv])
-        return TaskHandle(self, keys.queue, ids[0].decode())
+        with tracing.producing(name) as publish:
+            keys, argv = self._prepare(call, publish.carrier)
+            ids = await self.scripts.enqueue(keys=_queue_keys(keys),
+                                             args=[*_wake_args(keys), *argv])
+            task_id = ids[0].decode()
+            publish.sent(keys.queue, [task_id])
+        return TaskHandle(self, keys.queue, task_id)
 
     async def enqueue_many(
         self, calls: Iterable[Enqueue | Mapping[str, Any]]
     ) -> list[TaskHandle[Any]]:
         """Enqueue many tasks in pipelined round trips; all are checked before any is sent."""
-        prepared = [self._prepare(_as_enqueue(call)) for call in calls]
-        if not prepared:
+        items = [_as_enqueue(call) for call in calls]
+        if not items:
             return []
+        with tracing.producing(items[0].name) as publish:
+            handles = await self._enqueue_many(items, publish.carrier)
+            queues = {handle.queue for handle in handles}
+            publish.sent(queues.pop() if len(queues) == 1 else "(several)",
+                         [handle.id for handle in handles])
+        return handles
+
+    async def _enqueue_many(
+        self, calls: list[Enqueue], trace: dict[str, str] | None
+    ) -> list[TaskHandle[Any]]:
+        prepared = [self._prepare(call, trace) for call in calls]
         batches: list[tuple[QueueKeys, list[Any]]] = []
         for keys, call_argv in prepared:
             if batches and batches[-1][0] is keys and len(batches[-1][1]) < 6 * _ENQUEUE_CHUNK:
@@ -177,7 +193,9 @@ class Client:
             for task_id in ids
         ]
 
-    def _prepare(self, call: Enqueue) -> tuple[QueueKeys, tuple[Any, ...]]:
+    def _prepare(
+        self, call: Enqueue, trace: dict[str, str] | None = None
+    ) -> tuple[QueueKeys, tuple[Any, ...]]:
         if not isinstance(call.name, str) or not call.name:
             raise InvalidTask("task name must be a non-empty string")
         task_def = self.app.tasks.get(call.name) if self.app else None
@@ -201,7 +219,8 @@ class Client:
         if call.key is not None and (not isinstance(call.key, str) or not call.key):
             raise InvalidTask("key must be a non-empty string")
         payload = encode_payload(
-            cast(list[Any], call.args), cast(dict[str, Any], call.kwargs), self.max_payload_bytes
+            cast(list[Any], call.args), cast(dict[str, Any], call.kwargs), self.max_payload_bytes,
+            trace,
         )
         delay_ms = math.ceil(call.delay * 1000)
         return keys, (uuid.uuid4().hex, call.name, payload, call.priority, delay_ms, call.key or "")
