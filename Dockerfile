@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# Corral: one image for `corral operator` and `corral worker`.
+# Corral: one image for `corral operator`, `corral worker` and `corral dashboard`.
 #
 #   docker build -t corral:0.1.0 .
 #   docker run --rm corral:0.1.0 --help
@@ -14,7 +14,7 @@
 
 ARG PYTHON_VERSION=3.11
 
-# ---- build: wheels of the core, the worker and the operator, then a venv -------
+# ---- build: wheels of the core, the worker, the operator and the dashboard, then a venv
 FROM python:${PYTHON_VERSION}-slim-bookworm AS build
 
 ENV PIP_NO_CACHE_DIR=1 \
@@ -25,11 +25,11 @@ WORKDIR /src
 COPY . .
 
 # Dependencies only as prebuilt wheels: a build never needs (or ships) a compiler.
-# The image runs both `corral worker` and `corral operator`, so it holds all three.
-RUN python -m pip wheel --no-deps --wheel-dir /wheels . ./worker ./operator \
+# The image runs `corral worker`, `corral operator` and `corral dashboard`: it holds all four.
+RUN python -m pip wheel --no-deps --wheel-dir /wheels . ./worker ./operator ./dashboard \
  && python -m venv /opt/corral \
  && /opt/corral/bin/pip install --only-binary=:all: --find-links /wheels \
-      corral corral-worker corral-operator \
+      corral corral-worker corral-operator corral-dashboard \
  && /opt/corral/bin/corral --help > /dev/null
 
 # ---- runtime: the slim base plus the venv; no build tools, no source tree ----
@@ -50,7 +50,7 @@ ENV PATH=/opt/corral/bin:$PATH \
 
 USER 65532:65532
 WORKDIR /home/corral
-# 9100: worker metrics and probes; 8080/8081: operator metrics and health.
-EXPOSE 9100 8080 8081
+# 9100: worker metrics and probes; 8080/8081: operator metrics and health; 8000: dashboard.
+EXPOSE 9100 8080 8081 8000
 ENTRYPOINT ["corral"]
 CMD ["--help"]

@@ -7,6 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from corral import defaults
+
 # Worker profiles: one process draining no-op tasks, four processes doing the same,
 # one process running I/O-bound tasks (as much concurrency as the system offers,
 # up to 100), and one idle-but-ready process for the latency test.
@@ -93,8 +95,9 @@ SYSTEMS: dict[str, System] = {
             "corral", "Corral", ("corral", "redis", "hiredis", "uvloop"),
             _same(_corral),
             settings=(
-                "`--concurrency 100 --batch-size 100` (defaults 50 and 25): the batch size "
-                "the 0.2 commands-per-task target is stated for.",
+                "`--concurrency 100 --batch-size 100` (defaults "
+                f"{defaults.CONCURRENCY.default} and {defaults.BATCH_SIZE.default}): the "
+                "batch size the 0.2 commands-per-task target is stated for.",
                 "`--metrics-port -1`: no metrics server, so four workers can share the "
                 "machine without port clashes.",
                 "`--log-level WARNING`: the default INFO only logs start and stop.",

@@ -18,6 +18,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 REQUIREMENTS = REPO / "bench" / "requirements-peers.txt"
+# Corral's own venv holds its distributions, editable: the core, the worker, the operator.
+CORRAL_SOURCES = (REPO, REPO / "worker", REPO / "operator")
 _VENV_TAG = re.compile(r"#\s*venv:\s*([a-z0-9_, -]+?)\s*(?:\(|$)")
 
 
@@ -49,7 +51,8 @@ def _stamp(specs: list[str], name: str) -> str:
     digest = hashlib.sha256("\n".join(specs).encode())
     digest.update(sys.version.encode())
     if name == "corral":
-        digest.update((REPO / "pyproject.toml").read_bytes())
+        for source in CORRAL_SOURCES:
+            digest.update((source / "pyproject.toml").read_bytes())
     return digest.hexdigest()
 
 
@@ -65,7 +68,8 @@ def ensure(name: str, specs: list[str]) -> Path:
         _quietly([sys.executable, "-m", "venv", str(path)])
     pip = [str(path / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check"]
     _quietly([*pip, "--upgrade", "pip"])
-    extra = ["-e", str(REPO)] if name == "corral" else []
+    extra = [arg for source in CORRAL_SOURCES for arg in ("-e", str(source))] \
+        if name == "corral" else []
     _quietly([*pip, *specs, *extra])
     stamp_file.write_text(stamp)
     return path

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -19,7 +18,7 @@ from corral import tracing
 from corral.app import App
 from corral.connection import connect, default_url
 from corral.errors import InvalidTask, TaskCancelled, TaskFailed
-from corral.keys import QueueKeys, queue_keys, queue_of_channel
+from corral.keys import QueueKeys, new_task_id, queue_keys, queue_of_channel, queue_of_task_id
 from corral.scripts import Scripts, call_many
 from corral.serialization import (
     DEFAULT_MAX_PAYLOAD_BYTES,
@@ -223,32 +222,38 @@ class Client:
             trace,
         )
         delay_ms = math.ceil(call.delay * 1000)
-        return keys, (uuid.uuid4().hex, call.name, payload, call.priority, delay_ms, call.key or "")
+        task_id = new_task_id(keys.queue)
+        return keys, (task_id, call.name, payload, call.priority, delay_ms, call.key or "")
 
     # -- status, results, cancellation -------------------------------------------
 
-    def handle(self, task_id: str, queue: str = "default") -> TaskHandle[Any]:
-        return TaskHandle(self, queue_keys(queue).queue, task_id)
+    # ``queue=None``: the queue named in the id (``default`` for ids made before ids
+    # named their queue).
 
-    async def status(self, task_id: str, *, queue: str = "default") -> Status:
-        state = cast(bytes | None, await self.redis.hget(queue_keys(queue).task(task_id), "state"))
+    def handle(self, task_id: str, queue: str | None = None) -> TaskHandle[Any]:
+        return TaskHandle(self, task_queue(task_id, queue), task_id)
+
+    async def status(self, task_id: str, *, queue: str | None = None) -> Status:
+        key = queue_keys(task_queue(task_id, queue)).task(task_id)
+        state = cast(bytes | None, await self.redis.hget(key, "state"))
         return cast(Status, state.decode()) if state else "unknown"
 
-    async def progress(self, task_id: str, *, queue: str = "default") -> Progress | None:
+    async def progress(self, task_id: str, *, queue: str | None = None) -> Progress | None:
         """The latest progress the task reported, or None if it reported none."""
+        key = queue_keys(task_queue(task_id, queue)).task(task_id)
         fraction, message = cast(list[bytes | None], await self.redis.hmget(
-            queue_keys(queue).task(task_id), ["progress", "progress_message"]))
+            key, ["progress", "progress_message"]))
         if fraction is None:
             return None
         return Progress(float(fraction), (message or b"").decode())
 
     async def result(
-        self, task_id: str, *, queue: str = "default", timeout: float | None = None
+        self, task_id: str, *, queue: str | None = None, timeout: float | None = None
     ) -> Any:
         """The task's JSON result, waiting for it (by pub/sub, not polling) up to ``timeout`` s.
         Raises TaskFailed (or TaskCancelled) when it ended without one, TimeoutError when
         it has not ended in time, and KeyError when the id is unknown or expired."""
-        keys = queue_keys(queue)
+        keys = queue_keys(task_queue(task_id, queue))
         async with self._results.waiting(keys, task_id) as finished:
             record = await self._final_record(keys, task_id)
             try:
@@ -275,9 +280,9 @@ class Client:
             return None
         return {"state": state, "result": result, "error": error, "reason": reason}
 
-    async def cancel(self, task_id: str, *, queue: str = "default") -> bool:
+    async def cancel(self, task_id: str, *, queue: str | None = None) -> bool:
         """Cancel a queued, scheduled or running task. False when it was unknown or finished."""
-        keys = queue_keys(queue)
+        keys = queue_keys(task_queue(task_id, queue))
         done = await self.scripts.cancel(
             keys=[*keys.ready, keys.scheduled, keys.dedupe],
             args=[
@@ -289,6 +294,13 @@ class Client:
             ],
         )
         return bool(done)
+
+
+def task_queue(task_id: str, queue: str | None = None) -> str:
+    """``queue`` when given, else the queue named in the id, else ``default``."""
+    if queue is not None:
+        return queue
+    return queue_of_task_id(task_id) or "default"
 
 
 def _result_of(task_id: str, record: Mapping[str, bytes | None]) -> Any:

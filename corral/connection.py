@@ -19,16 +19,23 @@ go in the options. Options are query parameters, and unknown ones are refused:
   ``db`` (for ``unix://``);
 * Sentinel only: ``sentinel_username``, ``sentinel_password``, ``sentinel_ssl``
   (``true`` when the Sentinels themselves speak TLS).
+
+Over TLS the server's certificate is verified, chain and host name, unless the URL
+says otherwise (``ssl_cert_reqs=none``, ``ssl_check_hostname=false``). The CA comes
+from ``ssl_ca_certs``, else from ``$CORRAL_REDIS_CA_CERTS`` for the URL of
+``$CORRAL_REDIS_URL`` (how worker pods get a TaskQueue's ``spec.redis.caSecretRef``),
+else from ``connect(..., ca_data=...)``, else the system's CAs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl, quote, unquote
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, ClusterPubSub, RedisCluster
@@ -67,10 +74,9 @@ def _cert_reqs(text: str) -> str:
 
 
 def _db(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise ValueError("must not be negative")
-    return value
+    if not text.isascii() or not text.isdigit():
+        raise ValueError(f"the db index must be a non-negative integer, not {text!r}")
+    return int(text)
 
 
 _OPTIONS: dict[str, Callable[[str], Any]] = {
@@ -93,7 +99,21 @@ _SECRET_OPTIONS = re.compile(r"((?:^|[?&])[^=&]*password=)[^&]*")
 
 
 def default_url() -> str:
-    return os.environ.get("CORRAL_REDIS_URL") or DEFAULT_REDIS_URL
+    """``$CORRAL_REDIS_URL`` (with ``$CORRAL_REDIS_CA_CERTS`` as its CA file), else
+    redis://localhost:6379/0."""
+    url = os.environ.get("CORRAL_REDIS_URL") or DEFAULT_REDIS_URL
+    ca_file = os.environ.get("CORRAL_REDIS_CA_CERTS")
+    return with_ca_file(url, ca_file) if ca_file else url
+
+
+def with_ca_file(url: str, ca_file: str) -> str:
+    """``url`` with ``ssl_ca_certs=ca_file``, unless it names a CA file of its own. On a
+    URL without TLS the option makes ``parse_url`` refuse it, as it should."""
+    _, _, query = url.partition("?")
+    if any(name == "ssl_ca_certs" for name, _ in parse_qsl(query, keep_blank_values=True)):
+        return url
+    option = f"ssl_ca_certs={quote(ca_file, safe='/')}"
+    return f"{url}&{option}" if query else f"{url.removesuffix('?')}?{option}"
 
 
 def redact(url: str) -> str:
@@ -124,11 +144,13 @@ class RedisTarget:
 def parse_url(url: str) -> RedisTarget:
     """Check a URL of any supported scheme; raises ConfigError naming what is wrong."""
     scheme, sep, rest = url.partition("://")
-    if not sep or scheme not in _SCHEMES:
-        raise ConfigError(
-            f"unsupported Redis URL {redact(url)!r}: expected one of "
-            + ", ".join(f"{s}://" for s in _SCHEMES)
-        )
+    expected = ", ".join(f"{s}://" for s in _SCHEMES)
+    if not sep:
+        # Not repeated: it may be any Secret value a TaskQueue named as its URL.
+        raise ConfigError(f"not a Redis URL (no scheme://): expected one of {expected}")
+    if scheme not in _SCHEMES:
+        raise ConfigError(f"unsupported Redis URL scheme {scheme[:20]!r}: expected one of "
+                          f"{expected}")
     try:
         return _parse(scheme, rest)
     except ValueError as exc:
@@ -151,7 +173,8 @@ def _parse(scheme: str, rest: str) -> RedisTarget:
     if not tls and any(name.startswith("ssl_") for name in options):
         raise ValueError("TLS options need a rediss:// URL")
     if kind == "single":
-        return RedisTarget("single", tls, options=options)
+        db = _single_db(rest) if scheme != "unix" else options.get("db", 0)
+        return RedisTarget("single", tls, db=db, options=options)
     netloc, _, path = rest.partition("/")
     username = password = None
     if "@" in netloc:
@@ -171,6 +194,14 @@ def _parse(scheme: str, rest: str) -> RedisTarget:
     return RedisTarget("sentinel", tls, nodes, username, password, db, segments[0], options)
 
 
+def _single_db(rest: str) -> int:
+    """The db index in ``host:port/db``; redis-py would read a bad one as db 0."""
+    segments = [s for s in rest.partition("/")[2].split("/") if s]
+    if len(segments) > 1:
+        raise ValueError("expected redis://host:port/db")
+    return _db(segments[0]) if segments else 0
+
+
 def _host_port(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65_536:
@@ -178,10 +209,13 @@ def _host_port(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def connect(url: str, *, max_connections: int | None = None) -> Redis:
+def connect(url: str, *, max_connections: int | None = None,
+            ca_data: str | None = None) -> Redis:
     """An asyncio client for ``url``. For ``redis+cluster://`` it is a RedisCluster,
-    which serves every command Corral sends (each script touches one hash slot)."""
-    target = parse_url(url)
+    which serves every command Corral sends (each script touches one hash slot).
+    ``ca_data``: PEM CA certificates to verify a ``rediss://`` server with, when the
+    URL names no ``ssl_ca_certs``."""
+    target = _with_tls_defaults(parse_url(url), ca_data, url)
     if target.kind == "cluster":
         return _cluster(target, max_connections)
     if target.kind == "sentinel":
@@ -204,6 +238,20 @@ def connect(url: str, *, max_connections: int | None = None) -> Redis:
     pool.connection_class = faster_connection_class(pool.connection_class)
     # from_pool hands the pool to the client, so aclose() closes its connections too.
     return Redis.from_pool(pool)
+
+
+def _with_tls_defaults(target: RedisTarget, ca_data: str | None, url: str) -> RedisTarget:
+    """Verification on, whatever redis-py's defaults are, and the CA given."""
+    if not target.tls:
+        if ca_data is not None:
+            raise ConfigError(f"a CA certificate needs a rediss:// URL, not {redact(url)!r}")
+        return target
+    options = dict(target.options)
+    options.setdefault("ssl_cert_reqs", "required")
+    options.setdefault("ssl_check_hostname", options["ssl_cert_reqs"] == "required")
+    if ca_data is not None and "ssl_ca_certs" not in options:
+        options["ssl_ca_data"] = ca_data
+    return dataclasses.replace(target, options=options)
 
 
 def is_cluster(redis: Redis) -> bool:

@@ -21,10 +21,15 @@ cancel), ``done`` (space-separated ids that reached a final state).
 from __future__ import annotations
 
 import re
+import secrets
 from dataclasses import dataclass
 from functools import cache
 
 PRIORITIES = range(10)
+# A task id is ``<queue>:<random hex>``, so status, result and cancel find the queue
+# from the id alone. 104 random bits; with the longest queue name the id still fits the
+# 128 characters that the claim script accepts.
+_ID_RANDOM_BYTES = 13
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -75,6 +80,16 @@ def queue_keys(queue: str) -> QueueKeys:
         cancel_channel=f"{prefix}cancel",
         done_channel=f"{prefix}done",
     )
+
+
+def new_task_id(queue: str) -> str:
+    return f"{queue}:{secrets.token_hex(_ID_RANDOM_BYTES)}"
+
+
+def queue_of_task_id(task_id: str) -> str | None:
+    """The queue named in a task id, or None for ids made before ids named their queue."""
+    queue, sep, _ = task_id.partition(":")
+    return queue if sep and _QUEUE_NAME.match(queue) else None
 
 
 def queue_of_channel(channel: str) -> str:

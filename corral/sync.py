@@ -123,7 +123,7 @@ class SyncClient:
         calls = list(calls)
         return [SyncTaskHandle(self, h) for h in self.run(self.client.enqueue_many(calls))]
 
-    def handle(self, task_id: str, queue: str = "default") -> SyncTaskHandle[Any]:
+    def handle(self, task_id: str, queue: str | None = None) -> SyncTaskHandle[Any]:
         return SyncTaskHandle(self, self.client.handle(task_id, queue))
 
     status = _blocking(Client.status)

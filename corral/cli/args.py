@@ -8,6 +8,7 @@ import json
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeAlias
 
+from corral.connection import default_url
 from corral.keys import validate_queue_name
 
 # What a component's ``register`` function receives to add its subcommands to.
@@ -28,6 +29,11 @@ class CliError(Exception):
 class UsageError(CliError):
     """Input that the parser could not check (for example settings validated later);
     exits 2 like an argument error."""
+
+
+def url_of(args: argparse.Namespace) -> str:
+    """The Redis URL: --redis-url, then $CORRAL_REDIS_URL, then the default."""
+    return getattr(args, "redis_url", None) or default_url()
 
 
 def json_arg(kind: type) -> Callable[[str], Any]:

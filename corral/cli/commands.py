@@ -5,90 +5,120 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
+from collections.abc import Coroutine
 from typing import Any
 
-from corral.admin import dead_tasks, dlq_change, known_queues
-from corral.cli.args import Subcommands, int_range, json_arg, queue_arg, seconds
-from corral.client import Client
-from corral.connection import connect, default_url
+from corral.admin import known_queues
+from corral.app import App, load_app
+from corral.cli.args import (
+    CliError,
+    Subcommands,
+    int_range,
+    json_arg,
+    queue_arg,
+    seconds,
+    url_of,
+)
+from corral.cli.dlq import add_dlq
+from corral.cli.top import add_top, run_top
+from corral.client import FINAL_STATES, Client, task_queue
+from corral.connection import connect
 from corral.depths import QueueDepth, read_queue_depths
-from corral.errors import TaskFailed
+from corral.errors import TaskCancelled, TaskFailed
+
+QUEUE_OF_ID_HELP = ("the task's queue (default: the queue named in the id; ids made before "
+                    "ids named their queue need it unless the queue is 'default')")
 
 
 def register(subcommands: Subcommands) -> None:
-    for add in (_add_enqueue, _add_status, _add_cancel, _add_result, _add_inspect, _add_dlq):
+    for add in (_add_enqueue, _add_status, _add_cancel, _add_result, _add_inspect, add_top,
+                add_dlq):
         add(subcommands)
 
 
-def url_of(args: argparse.Namespace) -> str:
-    return getattr(args, "redis_url", None) or default_url()
+def app_of(args: argparse.Namespace) -> App | None:
+    """The App named by --app or $CORRAL_APP, if any (looked up from the current
+    directory too, like the worker does)."""
+    path = getattr(args, "app", None) or os.environ.get("CORRAL_APP")
+    if not path:
+        return None
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    return load_app(path)
 
 
 def _add_enqueue(subcommands: Subcommands) -> None:
-    command = subcommands.add_parser("enqueue", help="enqueue one task")
-    command.add_argument("task", help="task name")
-    command.add_argument("--args", type=json_arg(list), default=[], help="JSON list")
-    command.add_argument("--kwargs", type=json_arg(dict), default={}, help="JSON object")
-    command.add_argument("--queue", type=queue_arg, default="default")
-    command.add_argument("--priority", type=int_range(0, 9), default=0, help="0-9, 9 first")
-    command.add_argument("--delay", type=seconds, default=0.0, help="seconds before it may run")
-    command.add_argument("--key", default=None, help="de-duplication key")
+    text = "enqueue one task and print its id"
+    command = subcommands.add_parser("enqueue", help=text, description=text)
+    command.add_argument("task", help="task name (checked against --app when given)")
+    command.add_argument("--args", type=json_arg(list), default=[],
+                         help="positional arguments as a JSON list (default [])")
+    command.add_argument("--kwargs", type=json_arg(dict), default={},
+                         help="keyword arguments as a JSON object (default {})")
+    command.add_argument("--queue", type=queue_arg, default=None,
+                         help="queue to put it on (default: the task's queue from --app, "
+                              "else 'default')")
+    command.add_argument("--priority", type=int_range(0, 9), default=0,
+                         help="0-9, 9 runs first (default 0)")
+    command.add_argument("--delay", type=seconds, default=0.0,
+                         help="seconds before it may run (default 0)")
+    command.add_argument("--key", default=None,
+                         help="de-duplication key: while a task with this key is live, "
+                              "its id is returned instead")
     command.add_argument("--wait", type=seconds, default=None,
                          help="wait up to this many seconds for the result and print it")
     command.set_defaults(run=enqueue)
 
 
 def _add_status(subcommands: Subcommands) -> None:
-    command = subcommands.add_parser("status", help="print a task's status")
-    command.add_argument("id")
-    command.add_argument("--queue", type=queue_arg, default="default")
+    text = "print a task's status (exit 1 when unknown)"
+    command = subcommands.add_parser("status", help=text, description=text)
+    command.add_argument("id", help="task id, as enqueue printed it")
+    command.add_argument("--queue", type=queue_arg, default=None, help=QUEUE_OF_ID_HELP)
     command.set_defaults(run=status)
 
 
 def _add_cancel(subcommands: Subcommands) -> None:
-    command = subcommands.add_parser("cancel", help="cancel a task")
-    command.add_argument("id")
-    command.add_argument("--queue", type=queue_arg, default="default")
+    text = "cancel a queued, scheduled or running task"
+    command = subcommands.add_parser("cancel", help=text, description=text)
+    command.add_argument("id", help="task id, as enqueue printed it")
+    command.add_argument("--queue", type=queue_arg, default=None, help=QUEUE_OF_ID_HELP)
     command.set_defaults(run=cancel)
 
 
 def _add_result(subcommands: Subcommands) -> None:
-    command = subcommands.add_parser("result", help="wait for a task's result and print it")
-    command.add_argument("id")
-    command.add_argument("--queue", type=queue_arg, default="default")
-    command.add_argument("--timeout", type=seconds, default=10.0)
+    text = "wait for a task's result and print it as JSON"
+    command = subcommands.add_parser("result", help=text, description=text)
+    command.add_argument("id", help="task id, as enqueue printed it")
+    command.add_argument("--queue", type=queue_arg, default=None, help=QUEUE_OF_ID_HELP)
+    command.add_argument("--timeout", type=seconds, default=10.0,
+                         help="seconds to wait for the task to finish (default 10)")
     command.set_defaults(run=result)
 
 
 def _add_inspect(subcommands: Subcommands) -> None:
-    command = subcommands.add_parser("inspect", help="queues, backlogs and live workers")
+    text = "queues, backlogs and live workers, once (see `corral top` for a live view)"
+    command = subcommands.add_parser("inspect", help=text, description=text)
     command.add_argument("--queue", type=queue_arg, action="append", dest="queues",
                          help="queue to show (repeatable; default: every queue found)")
     command.add_argument("--json", action="store_true", help="print JSON")
-    command.set_defaults(run=inspect)
-
-
-def _add_dlq(subcommands: Subcommands) -> None:
-    command = subcommands.add_parser("dlq", help="the dead-letter queue")
-    command.add_argument("action", choices=("list", "requeue", "purge"))
-    command.add_argument("ids", nargs="*", help="task ids (default: all)")
-    command.add_argument("--queue", type=queue_arg, default="default")
-    command.add_argument("--limit", type=int_range(1, 100_000), default=100)
-    command.set_defaults(run=dlq)
-
+    command.add_argument("--watch", action="store_true",
+                         help="refresh in place every 2 s instead: the same as corral top")
+    command.set_defaults(run=inspect_command)
 
 
 async def enqueue(args: argparse.Namespace) -> int:
-    async with Client.from_url(url_of(args)) as client:
+    async with Client.from_url(url_of(args), app=app_of(args)) as client:
         handle = await client.enqueue(
             args.task, args.args, args.kwargs, queue=args.queue, priority=args.priority,
             delay=args.delay, key=args.key,
         )
         print(handle.id)
         if args.wait is not None:
-            return await _print_result(client, handle.id, args.queue, args.wait)
+            return await _print_result(client, handle.id, handle.queue, args.wait)
     return 0
 
 
@@ -100,10 +130,17 @@ async def status(args: argparse.Namespace) -> int:
 
 
 async def cancel(args: argparse.Namespace) -> int:
+    queue = task_queue(args.id, args.queue)
     async with Client.from_url(url_of(args)) as client:
-        cancelled = await client.cancel(args.id, queue=args.queue)
-    print("cancelled" if cancelled else "not cancelled (unknown or already finished)")
-    return 0 if cancelled else 1
+        if await client.cancel(args.id, queue=queue):
+            print(f"cancelled {args.id}")
+            return 0
+        state = await client.status(args.id, queue=queue)
+    if state == "unknown":
+        raise CliError(f"no task {args.id} in queue {queue!r} (unknown or expired)")
+    if state in FINAL_STATES:
+        raise CliError(f"task {args.id} not cancelled: already {state}")
+    raise CliError(f"task {args.id} not cancelled: it is {state}")
 
 
 async def result(args: argparse.Namespace) -> int:
@@ -111,17 +148,27 @@ async def result(args: argparse.Namespace) -> int:
         return await _print_result(client, args.id, args.queue, args.timeout)
 
 
-async def _print_result(client: Client, task_id: str, queue: str, timeout_s: float) -> int:
+async def _print_result(client: Client, task_id: str, queue: str | None,
+                        timeout_s: float) -> int:
     try:
         value = await client.result(task_id, queue=queue, timeout=timeout_s)
+    except TaskCancelled as exc:
+        detail = f": {exc.message}" if exc.message else ""
+        raise CliError(f"task {task_id} was cancelled{detail}") from None
     except TaskFailed as exc:
-        print(f"{exc.state}: {exc.type}: {exc.message}", file=sys.stderr)
-        return 1
+        hint = f" (traceback: corral dlq show {task_id})" if exc.state == "dead" else ""
+        raise CliError(f"task {task_id} {exc.state}: {exc.type}: {exc.message}{hint}") from None
     except TimeoutError as exc:
-        print(f"corral: error: {exc}", file=sys.stderr)
-        return 1
+        raise CliError(str(exc)) from None
     print(json.dumps(value))
     return 0
+
+
+def inspect_command(args: argparse.Namespace) -> int | Coroutine[Any, Any, int]:
+    if args.watch:
+        args.interval = 2.0
+        return run_top(args)
+    return inspect(args)
 
 
 async def inspect(args: argparse.Namespace) -> int:
@@ -174,27 +221,3 @@ def format_depths(depths: dict[str, QueueDepth]) -> str:
                      f"running={w.running} concurrency={w.concurrency} "
                      f"heartbeat={age_s:.1f}s ago")
     return "\n".join(lines)
-
-
-async def dlq(args: argparse.Namespace) -> int:
-    redis = connect(url_of(args))
-    try:
-        if args.action == "list":
-            for task in await dead_tasks(redis, args.queue, args.limit):
-                when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(task.dead_ms / 1000))
-                # Names and messages come from whatever was written to Redis: one line each,
-                # with no control characters reaching the terminal.
-                print(_one_line(f"{task.id}  {task.name or '-'}  attempts={task.attempts}  "
-                                f"{when}Z  {task.error_type}: {task.message}"))
-            return 0
-        count = await dlq_change(redis, args.queue, args.action, args.ids)
-        print(f"{args.action}d {count} tasks")
-        return 0
-    finally:
-        await redis.aclose()
-
-
-def _one_line(text: str) -> str:
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-

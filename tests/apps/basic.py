@@ -55,6 +55,10 @@ async def count_run(task_key: str, sleep_s: float = 0.0) -> str:
 
 @app.task(name="sleep", timeout=None)
 async def sleep(seconds: float, tag: str = "") -> float:
+    """With a ``tag``: appends it to ``test:started`` as it starts, and to
+    ``test:cleanup`` if it is cancelled."""
+    if tag:
+        _redis().rpush("test:started", tag)
     try:
         await asyncio.sleep(seconds)
     except asyncio.CancelledError:

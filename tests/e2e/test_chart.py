@@ -24,14 +24,13 @@ import pytest
 import yaml
 
 from corral.client import Client
-from tests.support.k8s import Cluster
+from tests.support.k8s import Cluster, wait_until
 from tests.support.workers import WorkerProcess
 
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "corral"
-TASKQUEUE_CRD = CHART / "crds" / "taskqueues.corral.dev.yaml"
 
 # Stand-ins for the prometheus-operator CRDs, so its objects can be dry-run.
 MONITORING_KINDS = {"ServiceMonitor": "servicemonitors", "PodMonitor": "podmonitors",
@@ -80,17 +79,6 @@ def values_args(tmp_path: Path, values: dict[str, Any]) -> list[str]:
 def ensure_namespace(k8s: Cluster, name: str) -> None:
     doc = json.dumps({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
     k8s.kubectl("apply", "-f", "-", input=doc)
-
-
-def wait_until(what: str, check: Callable[[], tuple[bool, Any]], timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        ok, last = check()
-        if ok:
-            return last
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last seen: {last}")
 
 
 def exists(k8s: Cluster, *args: str) -> bool:
@@ -161,9 +149,8 @@ class ServiceAccountClient:
 
 
 @pytest.fixture(scope="module")
-def crds(k8s: Cluster) -> Iterator[None]:
+def crds(k8s: Cluster, crd_applied: None) -> Iterator[None]:
     """The chart's CRDs (as `helm install` would apply them) and monitoring stand-ins."""
-    k8s.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"))
     k8s.kubectl("apply", "-f", "-", input=monitoring_crds())
     k8s.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
     yield
@@ -210,7 +197,6 @@ def test_plain_manifests_pass_server_side_dry_run(k8s: Cluster, crds: None) -> N
     assert "clusterrole.rbac.authorization.k8s.io/corral-operator created" in out
 
 
-@pytest.mark.skipif(not TASKQUEUE_CRD.exists(), reason="TaskQueue CRD not generated yet")
 def test_examples_pass_server_side_dry_run(k8s: Cluster, crds: None) -> None:
     ensure_namespace(k8s, "chart-examples")
     out = k8s.kubectl("apply", "--dry-run=server", "-n", "chart-examples",
@@ -427,16 +413,15 @@ def test_namespaced_sa_real_requests(k8s: Cluster,
     sa.ok("-n", ns, "patch", "kopfpeering", "scoped-corral", "--type=merge",
           "-p", '{"metadata": {"annotations": {"corral.dev/rbac-test": "1"}}}')
 
-    if TASKQUEUE_CRD.exists():
-        k8s.kubectl("-n", ns, "apply", "-f", str(REPO / "manifests" / "examples" /
-                                                   "taskqueue.yaml"))
-        assert "demo" in sa.ok("-n", ns, "get", "taskqueues", "-o", "name")
-        sa.ok("-n", ns, "patch", "taskqueue", "demo", "--subresource=status", "--type=merge",
-              "-p", '{"status": {"backlog": 150, "inFlight": 0, "desiredReplicas": 2}}')
-        sa.ok("-n", ns, "patch", "taskqueue", "demo", "--type=merge",
-              "-p", '{"metadata": {"annotations": {"corral.dev/rbac-test": "1"}}}')
-        sa.refused("-n", ns, "delete", "taskqueue", "demo")
-        k8s.kubectl("-n", ns, "delete", "taskqueue", "demo", "--wait=false")
+    k8s.kubectl("-n", ns, "apply", "-f", str(REPO / "manifests" / "examples" /
+                                               "taskqueue.yaml"))
+    assert "demo" in sa.ok("-n", ns, "get", "taskqueues", "-o", "name")
+    sa.ok("-n", ns, "patch", "taskqueue", "demo", "--subresource=status", "--type=merge",
+          "-p", '{"status": {"backlog": 150, "inFlight": 0, "desiredReplicas": 2}}')
+    sa.ok("-n", ns, "patch", "taskqueue", "demo", "--type=merge",
+          "-p", '{"metadata": {"annotations": {"corral.dev/rbac-test": "1"}}}')
+    sa.refused("-n", ns, "delete", "taskqueue", "demo")
+    k8s.kubectl("-n", ns, "delete", "taskqueue", "demo", "--wait=false")
 
     sa.ok("-n", ns, "delete", "deployment", "rbac-worker", "--wait=false")
     sa.refused("delete", "node", "--all")
@@ -505,7 +490,6 @@ def reasons(k8s: Cluster, namespace: str, name: str) -> list[str]:
     return [e["reason"] for e in events["items"]]
 
 
-@pytest.mark.skipif(not TASKQUEUE_CRD.exists(), reason="TaskQueue CRD not generated yet")
 async def test_operator_scale_cycle_with_the_service_accounts_token(
         k8s: Cluster, namespaced_release: ServiceAccountClient, workdir: Path,
         redis_url: str, client: Client) -> None:

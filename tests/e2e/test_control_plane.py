@@ -4,25 +4,15 @@ pods, garbage collection and an API server restart."""
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
+
+from tests.support.k8s import wait_until
 
 pytest_plugins = ["tests.support.k8s"]
 pytestmark = pytest.mark.e2e
 
 NS = "default"
-
-
-def wait_until(what, check, timeout=60.0, interval=0.5):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        ok, last = check()
-        if ok:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last seen: {last}")
 
 
 def deployment(name: str, replicas: int) -> str:

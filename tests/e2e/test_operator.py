@@ -12,9 +12,9 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -22,32 +22,17 @@ from corral.client import Client, Enqueue
 from corral.connection import connect
 from corral.depths import read_queue_depths
 from corral.embedded import EmbeddedRedis, free_port
-from corral_operator import crd
 from corral_operator.deployment import DELETION_COST_ANNOTATION
-from tests.support.k8s import Cluster
+from tests.support.k8s import Cluster, wait_until
 from tests.support.workers import WorkerProcess
 from tests.unit.test_operator_models import INVALID, VALID, docs_taskqueues
 
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
-CRD_FILE = REPO / crd.CRD_FILES[0]
-T = TypeVar("T")
 
 
 # -- helpers ----------------------------------------------------------------------------
-
-
-def wait_until(what: str, check: Callable[[], tuple[bool, T]], timeout_s: float = 60.0,
-               interval_s: float = 0.25) -> T:
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        ok, last = check()
-        if ok:
-            return last  # type: ignore[no-any-return]
-        time.sleep(interval_s)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}; last seen: {last}")
 
 
 def get_json(k8s: Cluster, *args: str) -> dict[str, Any] | None:
@@ -120,6 +105,16 @@ def running_pods(k8s: Cluster, namespace: str, name: str) -> list[dict[str, Any]
     return [p for p in out.get("items", [])
             if p.get("status", {}).get("phase") == "Running"
             and not p["metadata"].get("deletionTimestamp")]
+
+
+def polls(operator: OperatorProcess, namespace: str, name: str) -> int:
+    """Reconcile passes this operator process has made for one TaskQueue."""
+    series = ("corral_operator_poll_duration_seconds_count"
+              f'{{namespace="{namespace}",taskqueue="{name}"}} ')
+    for line in operator.metrics().splitlines():
+        if line.startswith(series):
+            return int(float(line.removeprefix(series)))
+    return 0
 
 
 def enqueue(redis_url: str, calls: list[Enqueue]) -> None:
@@ -212,13 +207,6 @@ class OperatorProcess:
     def log_tail(self, lines: int = 60) -> str:
         text = self.log_path.read_text(errors="replace").splitlines()[-lines:]
         return "\n".join(text)
-
-
-@pytest.fixture(scope="module")
-def crd_applied(k8s: Cluster) -> None:
-    k8s.kubectl("apply", "-f", str(CRD_FILE))
-    k8s.kubectl("wait", "--for=condition=Established", "crd/taskqueues.corral.dev",
-                "--timeout=60s")
 
 
 @pytest.fixture(scope="module")
@@ -445,7 +433,9 @@ def test_redis_down_holds_replicas(k8s: Cluster, operator: OperatorProcess, name
                        if e["reason"] == "RedisUnreachable")
         assert warning["type"] == "Warning"
         # Several polls, well past the window and the cooldown: nothing moves.
-        time.sleep(6)
+        since = polls(operator, namespace, "held")
+        wait_until("5 polls without Redis", lambda: (
+            (n := polls(operator, namespace, "held")) >= since + 5, n), timeout_s=60)
         assert deployment_replicas(k8s, namespace, "held") == 3
         st = status(k8s, namespace, "held")
         assert st["desiredReplicas"] == 3
@@ -517,7 +507,12 @@ def test_operator_restart_resumes_without_flapping(
     assert operator.stop() == 0
     asyncio.run(_flush(redis_url))
     operator.start()
-    time.sleep(5)
+    # The restarted operator's own status write: the old one never saw the queue empty.
+    st = wait_until("a status written by the restarted operator", lambda: (
+        (found := status(k8s, namespace, "steady")).get("backlog") == 0, found), timeout_s=30)
+    assert st["desiredReplicas"] == 4
+    wait_until("a few more polls", lambda: (
+        (n := polls(operator, namespace, "steady")) >= 4, n), timeout_s=30)
     assert deployment_replicas(k8s, namespace, "steady") == 4
     assert "ScaledDown" not in reasons(k8s, namespace, "steady")
 

@@ -28,7 +28,6 @@ import pytest
 from corral.client import Enqueue
 from corral.embedded import EmbeddedRedis
 from tests.e2e.test_operator import (
-    CRD_FILE,
     OperatorProcess,
     apply,
     condition,
@@ -36,13 +35,11 @@ from tests.e2e.test_operator import (
     enqueue,
     events,
     status,
-    wait_until,
 )
-from tests.support.k8s import REPO, Cluster
+from tests.support.k8s import Cluster, wait_until
 
 pytestmark = pytest.mark.e2e
 
-PEERING_CRDS = REPO / "charts" / "corral" / "crds" / "kopf-peerings.yaml"
 TARGET_PER_REPLICA = 100
 MAX_REPLICAS = 20
 TASKS_PER_FAULT = 200  # two more replicas' worth of backlog
@@ -393,13 +390,6 @@ def assert_no_flapping(run: ChaosRun) -> None:
 # -- fixtures --------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def chaos_crds(k8s: Cluster) -> None:
-    k8s.kubectl("apply", "-f", str(CRD_FILE), "-f", str(PEERING_CRDS))
-    for crd in ("taskqueues.corral.dev", "kopfpeerings.kopf.dev"):
-        k8s.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
-
-
 def make_namespace(k8s: Cluster, prefix: str) -> str:
     name = f"{prefix}-{uuid.uuid4().hex[:6]}"
     k8s.kubectl("create", "namespace", name)
@@ -407,7 +397,7 @@ def make_namespace(k8s: Cluster, prefix: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def chaos_ns(k8s: Cluster, chaos_crds: None) -> Iterator[str]:
+def chaos_ns(k8s: Cluster, crd_applied: None) -> Iterator[str]:
     name = make_namespace(k8s, "chaos")
     yield name
     k8s.kubectl("delete", "namespace", name, "--wait=false", check=False)
@@ -472,7 +462,7 @@ def test_operator_sigkill_and_restart(run: ChaosRun, chaos_operator: OperatorPro
 
 
 def test_peered_replicas_one_active_and_the_standby_takes_over(
-        k8s: Cluster, chaos_crds: None, redis_url: str, proxy: RedisCut) -> None:
+        k8s: Cluster, crd_applied: None, redis_url: str, proxy: RedisCut) -> None:
     namespace = make_namespace(k8s, "peers")
     peering = "corral-chaos"
     k8s.kubectl("apply", "-f", "-", input=json.dumps({

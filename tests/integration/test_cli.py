@@ -100,10 +100,10 @@ async def test_dlq_list_requeue_purge(redis_url: str, client: Client,
     assert listed.stdout.count("ValueError: boom") == 2 and "attempts=3" in listed.stdout
     assert failing.id not in listed.stdout  # failed, not dead-lettered
     requeued = corral("dlq", "requeue", handles[0].id, url=redis_url)
-    assert requeued.stdout.strip() == "requeued 1 tasks"
+    assert requeued.stdout.strip() == "requeued 1 task"
     assert await handles[0].status() == "queued"
     assert await redis_conn.hget(queue_keys("default").task(handles[0].id), "attempts") == b"0"
-    assert corral("dlq", "purge", url=redis_url).stdout.strip() == "purged 1 tasks"
+    assert corral("dlq", "purge", "--all", url=redis_url).stdout.strip() == "purged 1 task"
     assert await redis_conn.llen(queue_keys("default").dead) == 0
     assert await handles[1].status() == "unknown"
 
@@ -112,4 +112,4 @@ def test_cancel_command(redis_url: str) -> None:
     task_id = corral("enqueue", "noop", "--delay", "60", url=redis_url).stdout.strip()
     assert corral("cancel", task_id, url=redis_url).returncode == 0
     again = corral("cancel", task_id, url=redis_url)
-    assert again.returncode == 1 and "not cancelled" in again.stdout
+    assert again.returncode == 1 and "not cancelled: already cancelled" in again.stderr

@@ -25,6 +25,11 @@ def test_sentinel_url_with_service_db_and_sentinel_password() -> None:
     assert target.options == {"sentinel_password": "sp", "ssl_ca_certs": "/ca.pem"}
 
 
+def test_single_server_db_index() -> None:
+    assert parse_url("redis://h:1/3").db == 3
+    assert parse_url("redis://h:1").db == 0 and parse_url("redis://h:1/").db == 0
+
+
 def test_tls_options_are_typed() -> None:
     target = parse_url("rediss://h:6380/0?ssl_cert_reqs=none&ssl_check_hostname=false"
                        "&socket_timeout=2.5")
@@ -43,6 +48,11 @@ def test_tls_options_are_typed() -> None:
     ("redis+cluster://h", "expected host:port"),
     ("redis+sentinel://h:26379", "names its service"),
     ("redis+sentinel://h:26379/a/b/c", "names its service"),
+    ("redis://h:1/abc", "db index must be a non-negative integer, not 'abc'"),
+    ("rediss://h:1/-1", "db index must be a non-negative integer"),
+    ("redis://h:1/0/1", "expected redis://host:port/db"),
+    ("redis+sentinel://h:26379/m/x", "db index must be a non-negative integer"),
+    ("unix:///tmp/r.sock?db=abc", "option db: the db index"),
 ])
 def test_mistakes_are_refused_with_the_reason(url: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -72,3 +82,12 @@ async def test_connect_builds_the_client_for_the_scheme() -> None:
             await client.aclose()
     with pytest.raises(ConfigError):
         connect("redis://h:1/0?bogus=1")
+
+
+@pytest.mark.parametrize("value", ["hunter2", "s3cret-token value", "user:hunter2@host"])
+def test_a_value_that_is_no_url_is_not_repeated(value: str) -> None:
+    # The operator reads whatever Secret key a TaskQueue names; the error it reports
+    # in the TaskQueue's status must not show a Secret that was never a URL.
+    with pytest.raises(ConfigError, match="not a Redis URL") as caught:
+        parse_url(value)
+    assert "hunter2" not in str(caught.value) and "s3cret" not in str(caught.value)

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Callable
 
 import pytest
 import redis.asyncio
 
 from corral import Client, Enqueue, InvalidTask, TaskCancelled, TaskFailed
-from corral.depths import read_queue_depths
+from corral.depths import QueueDepth, read_queue_depths
 from corral.keys import queue_keys
 from tests.support.inproc import running_worker
-from tests.support.monitor import count_client_commands
+from tests.support.monitor import counting_commands
 
 
 async def _order(redis_conn: redis.asyncio.Redis) -> list[str]:
@@ -77,10 +78,13 @@ async def test_claim_is_atomic_between_workers(client: Client, redis_url: str) -
     assert len(seen) == 2000 and len(set(seen)) == 2000
 
 
-async def test_idle_worker_sends_about_one_command_per_second(redis_url: str) -> None:
+async def test_idle_worker_sends_about_one_command_per_second(
+        redis_url: str, redis_conn: redis.asyncio.Redis) -> None:
     async with running_worker(redis_url, queues={"a": 1, "b": 1}):
-        await asyncio.sleep(1.0)
-        counts = await count_client_commands(redis_url, 10.0)
+        for queue in ("a", "b"):  # started: the first heartbeat has registered it
+            await _until_depth(redis_conn, lambda d: bool(d.workers), queue)
+        async with counting_commands(redis_url) as counts:
+            await asyncio.sleep(10.0)
     # Two queues, each: one upkeep script per 5 s and a safety-net claim per 30 s.
     assert sum(counts.values()) / 10.0 <= 1.0, counts
 
@@ -138,11 +142,8 @@ async def test_cancel_running_delivers_cancelled_error(
 ) -> None:
     async with running_worker(redis_url):
         handle = await client.enqueue("sleep", [60, "cleaned"])
-        for _ in range(200):
-            if await handle.status() == "running":
-                break
-            await asyncio.sleep(0.02)
-        await asyncio.sleep(0.1)
+        # The task's own code is running (and so can clean up when cancelled).
+        assert await redis_conn.blpop(["test:started"], timeout=10) is not None
         assert await handle.cancel() is True
         with pytest.raises(TaskCancelled):
             await handle.result(timeout=1.0)  # the cancel lands within 1 s
@@ -261,14 +262,24 @@ async def test_registry_and_depths(client: Client, redis_url: str,
         for _ in range(2):
             await client.enqueue("sleep", [2.0])
         await client.enqueue("noop", priority=7, delay=60)
-        await asyncio.sleep(1.5)  # a heartbeat (every lease/3 = 1 s) has reported
-        depths = (await read_queue_depths(redis_conn, ["default"]))["default"]
+        depths = await _until_depth(  # a heartbeat has reported both running
+            redis_conn, lambda d: [w.in_flight for w in d.workers] == [2])
         assert depths.in_flight == 2 and depths.scheduled == 1 and depths.backlog == 0
         assert [(w.worker_id, w.in_flight, w.concurrency) for w in depths.workers] == [
             ("pod-a", 2, 2)
         ]
     depths = (await read_queue_depths(redis_conn, ["default"]))["default"]
     assert depths.workers == ()  # deregistered on shutdown
+
+
+async def _until_depth(redis_conn: redis.asyncio.Redis, check: Callable[[QueueDepth], bool],
+                       queue: str = "default", timeout_s: float = 10) -> QueueDepth:
+    async with asyncio.timeout(timeout_s):
+        while True:
+            depth = (await read_queue_depths(redis_conn, [queue]))[queue]
+            if check(depth):
+                return depth
+            await asyncio.sleep(0.05)
 
 
 async def _wait_done(client: Client, count: int, queues: tuple[str, ...] = ("default",),

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 import redis.asyncio
@@ -100,9 +101,10 @@ async def test_second_signal_exits_at_once(client: Client, redis_url: str,
     handle = await client.enqueue("sleep", [60])
     await _until(lambda: _all_running([handle]))
     worker.process.send_signal(signal.SIGTERM)
-    await asyncio.sleep(0.5)
+    await _until(_logged(worker, "SIGTERM: draining"))  # the second signal is the second
     worker.process.send_signal(signal.SIGINT)
     assert worker.wait(10) != 0
+    assert any("second SIGINT: exiting at once" in line for line in worker.lines)
 
 
 async def test_endpoints_metrics_and_json_logs(
@@ -126,8 +128,12 @@ async def test_endpoints_metrics_and_json_logs(
     assert json.loads(_get(f"{base}/healthz"))["ok"] is True
     assert json.loads(_get(f"{base}/readyz"))["ok"] is True
     dump = _get(f"{base}/debug/tasks")
-    assert "corral:fetch:default" in dump and f"corral:task:sleep:{handle.id}" in dump
-    assert "asyncio.sleep" in dump or "sleep" in dump
+    assert _task_dump(dump, "corral:fetch:default")
+    # The task's whole await chain, down to the app's `await asyncio.sleep(...)`.
+    chain = _task_dump(dump, f"corral:task:sleep:{handle.id}")
+    assert any(re.search(r"tests/apps/basic\.py:\d+ in sleep$", line) for line in chain), chain
+    assert re.search(r"asyncio/tasks\.py:\d+ in sleep$", chain[-2]), chain
+    assert chain[-1] == "  waiting on a Future", chain
     await handle.cancel()
     assert worker.terminate() == 0
     records = [json.loads(line) for line in worker.lines if line.startswith("{")]
@@ -149,7 +155,7 @@ async def test_worker_survives_a_redis_outage(
     first = await client.enqueue("noop", [1])
     assert await first.result(timeout=10) == 1
     redis_server.stop()  # type: ignore[attr-defined]
-    await asyncio.sleep(3)
+    await _until(_logged(worker, "redis unreachable"))
     redis_server.start()  # type: ignore[attr-defined]
     async with Client.from_url(redis_url) as fresh:
         second = await fresh.enqueue("noop", [2])
@@ -159,6 +165,15 @@ async def test_worker_survives_a_redis_outage(
     assert any("reachable again" in line for line in worker.lines)
 
 
+def _task_dump(dump: str, name: str) -> list[str]:
+    """The lines a /debug/tasks dump has for one task: its frames, then what it waits on."""
+    for block in dump.split("\n\n"):
+        header, *lines = block.splitlines()
+        if header.startswith(f"{name} ["):
+            return lines
+    raise AssertionError(f"no task {name} in the dump:\n{dump}")
+
+
 def _get(url: str) -> str:
     with urllib.request.urlopen(url, timeout=5) as response:
         return response.read().decode()
@@ -166,6 +181,13 @@ def _get(url: str) -> str:
 
 async def _all_running(handles: list) -> bool:  # type: ignore[type-arg]
     return all([await h.status() == "running" for h in handles])
+
+
+def _logged(worker: WorkerProcess, text: str) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return any(text in line for line in worker.lines)
+
+    return check
 
 
 async def _until(check: object, timeout_s: float = 20.0) -> None:

@@ -1,4 +1,4 @@
-"""The three distributions as users install them: wheels built with ``python -m build``
+"""The four distributions as users install them: wheels built with ``python -m build``
 and installed, not editable, into fresh venvs outside the checkout."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from tests.support.workers import WorkerProcess
 
 REPO = Path(__file__).resolve().parents[2]
 DISTRIBUTIONS = {"corral": REPO, "corral-worker": REPO / "worker",
-                 "corral-operator": REPO / "operator"}
+                 "corral-operator": REPO / "operator", "corral-dashboard": REPO / "dashboard"}
 
 
 def run(argv: list[str], cwd: Path, timeout_s: float = 600,
@@ -58,7 +58,7 @@ def producer_venv(wheels: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 @pytest.fixture(scope="module")
 def full_venv(wheels: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return fresh_venv(tmp_path_factory.mktemp("full") / "venv", wheels,
-                      "corral[worker,operator]")
+                      "corral[worker,operator,dashboard]")
 
 
 def test_a_producer_install_pulls_only_what_enqueueing_needs(producer_venv: Path,
@@ -66,7 +66,7 @@ def test_a_producer_install_pulls_only_what_enqueueing_needs(producer_venv: Path
     probe = textwrap.dedent("""
         import importlib.util, corral
         heavy = ["kopf", "kubernetes_asyncio", "aiohttp", "prometheus_client",
-                 "corral_worker", "corral_operator"]
+                 "corral_worker", "corral_operator", "corral_dashboard"]
         print(corral.__file__)
         print(",".join(m for m in heavy if importlib.util.find_spec(m) is not None))
     """)
@@ -98,7 +98,8 @@ def test_a_producer_enqueues_and_reads_results(producer_venv: Path, redis_url: s
 def test_a_missing_component_names_its_install_command(producer_venv: Path,
                                                        tmp_path: Path) -> None:
     corral = producer_venv.parent / "corral"
-    for command, extra in (("worker", "corral[worker]"), ("operator", "corral[operator]")):
+    for command, extra in (("worker", "corral[worker]"), ("operator", "corral[operator]"),
+                           ("dashboard", "corral[dashboard]")):
         proc = subprocess.run([str(corral), command, "app:app"], capture_output=True,
                               text=True, cwd=tmp_path, env=clean_env(producer_venv),
                               timeout=60)
@@ -140,3 +141,25 @@ def test_the_installed_worker_runs_tasks_with_the_packaged_lua(
                  "print(corral.scripts.__file__, corral_worker.__file__, "
                  "corral_operator.__file__)"], cwd=app_dir, env=env)
     assert all(str(full_venv.parents[1]) in path for path in where.stdout.split())
+
+
+def test_the_installed_dashboard_serves_its_pages_and_static_files(
+        full_venv: Path, redis_url: str, tmp_path: Path) -> None:
+    import re
+    import urllib.request
+
+    dashboard = subprocess.Popen(
+        [str(full_venv.parent / "corral"), "dashboard", "--redis-url", redis_url,
+         "--port", "0"], cwd=tmp_path, env=clean_env(full_venv),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert dashboard.stderr is not None
+        line = dashboard.stderr.readline()
+        match = re.search(r"dashboard on (http://\S+/) ", line)
+        assert match, line
+        for path in ("", "static/dashboard.css", "static/dashboard.js", "api/queues"):
+            with urllib.request.urlopen(match.group(1) + path, timeout=30) as response:
+                assert response.status == 200, path
+    finally:
+        dashboard.terminate()
+        dashboard.communicate(timeout=60)

@@ -5,7 +5,8 @@ Register with ``pytest_plugins = ["tests.support.k8s"]``. Binaries are built
 once by ``scripts/k8s/build`` into ``$CORRAL_CACHE`` (default ~/.cache/corral);
 if they are missing the build runs before the first test that uses ``k8s``.
 
-Fixture ``k8s`` (session scope) yields a :class:`Cluster`.
+Fixtures: ``k8s`` (session scope) yields a :class:`Cluster`; ``crd_applied`` applies
+the chart's CRDs to it. :func:`wait_until` polls for what a test waits on.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -24,6 +26,25 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO / "scripts" / "k8s"
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 REQUIRED_BINARIES = (*COMPONENTS, "kubectl", "helm")
+# The CRDs as users get them: the chart's (TaskQueue, generated from the models, and
+# kopf's peerings). manifests/crds holds the same generated TaskQueue file.
+CHART_CRDS = REPO / "charts" / "corral" / "crds"
+T = TypeVar("T")
+
+
+def wait_until(what: str, check: Callable[[], tuple[bool, T]], timeout_s: float = 60.0,
+               interval_s: float = 0.25) -> T:
+    """Call ``check`` until it returns ``(True, value)``; return that value. On timeout
+    the error names ``what`` and the last value seen."""
+    deadline = time.monotonic() + timeout_s
+    last: T | None = None
+    while time.monotonic() < deadline:
+        ok, value = check()
+        if ok:
+            return value
+        last = value
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}; last seen: {last}")
 
 
 @functools.cache
@@ -171,12 +192,7 @@ class Cluster:
         raise RuntimeError(f"no server in {self.kubeconfig}")
 
     def _wait(self, what: str, timeout: float, check: Callable[[], bool]) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if check():
-                return
-            time.sleep(0.25)
-        raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        wait_until(what, lambda: (check(), None), timeout_s=timeout)
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
@@ -211,3 +227,10 @@ def k8s(request: pytest.FixtureRequest,
     finally:
         cluster.dump()
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def crd_applied(k8s: Cluster) -> None:
+    """The chart's CRDs, applied as ``helm install`` applies them, and Established."""
+    k8s.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHART_CRDS))
+    k8s.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(CHART_CRDS))

@@ -1,48 +1,68 @@
-"""Counting the commands that clients send, as Redis sees them.
+"""Counting the commands that clients send, as Redis sees them, by connection.
 
-INFO counts every command Redis runs, those that Lua scripts call included. Corral's
-worker sends scripts (EVALSHA), each of which runs many commands inside Redis, so the
-commands that Corral's scripts call are attributed to the script call that ran them:
-what is counted is every script call plus every other command whose name none of the
-scripts use."""
+MONITOR reports each command with the address of the connection that sent it, and a
+command that a Lua script runs with ``lua`` in its place. So what is counted is every
+command that came from a client connection, whatever its name, less this module's own:
+
+    async with counting_commands(url) as counts:
+        ...
+    counts  # Counter of command names, filled in when the block ends
+"""
 
 from __future__ import annotations
 
 import asyncio
-import re
+import contextlib
 from collections import Counter
-from pathlib import Path
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
 
 import redis.asyncio
 
-import corral.scripts
+from bench.redisinfo import parse_monitor_line
 
-# The scripts as the installed package ships them.
-_LUA_DIR = Path(corral.scripts.__file__).parent / "_lua"
-_SCRIPT_CALLS = {"evalsha", "evalsha_ro", "eval", "eval_ro", "fcall", "fcall_ro"}
+END_MARKER = b"corral-test-monitor-end"
 
 
-def commands_inside_scripts() -> set[str]:
-    names: set[str] = set()
-    for source in _LUA_DIR.glob("*.lua"):
-        names.update(n.lower() for n in re.findall(r"redis\.p?call\('(\w+)'", source.read_text()))
-    return names
-
-
-async def count_client_commands(url: str, duration_s: float) -> Counter[str]:
-    inside = commands_inside_scripts()
-    conn = redis.asyncio.Redis.from_url(url)
-    try:
-        await conn.config_resetstat()
-        await asyncio.sleep(duration_s)
-        stats = await conn.info("commandstats")
-    finally:
-        await conn.aclose()
+@contextlib.asynccontextmanager
+async def counting_commands(url: str) -> AsyncIterator[Counter[str]]:
+    """Counts the commands client connections send while the block runs. Every one sent
+    before the block ends is counted: the count ends at a marker this module sends."""
+    where = urlsplit(url)
+    control = redis.asyncio.Redis.from_url(url)
+    # A long limit: a line holds a whole command, a script's source included.
+    reader, writer = await asyncio.open_connection(where.hostname, where.port, limit=1 << 24)
     counts: Counter[str] = Counter()
-    for key, value in stats.items():
-        name = key.removeprefix("cmdstat_").lower()
-        if name.startswith(("config", "info")):  # this function's own
+    try:
+        own = str((await control.client_info())["addr"])
+        writer.write(b"MONITOR\r\n")
+        await writer.drain()
+        if (ok := await reader.readline()) != b"+OK\r\n":
+            raise RuntimeError(f"MONITOR refused: {ok!r}")
+        reading = asyncio.create_task(_count(reader, own, counts))
+        try:
+            yield counts
+            await control.echo(END_MARKER)
+            await asyncio.wait_for(reading, 30)
+        finally:
+            reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reading
+    finally:
+        writer.close()
+        await control.aclose()
+
+
+async def _count(reader: asyncio.StreamReader, own: str, counts: Counter[str]) -> None:
+    """Count MONITOR lines until ``own`` connection's end marker comes through."""
+    while line := await reader.readline():
+        parsed = parse_monitor_line(line.rstrip(b"\r\n"))
+        if parsed is None:
             continue
-        if name in _SCRIPT_CALLS or name not in inside:
-            counts[name] = int(value["calls"])
-    return counts
+        source, name, command = parsed
+        if source == own:
+            if END_MARKER in command:
+                return
+        elif source != "lua":
+            counts[name] += 1
+    raise RuntimeError("MONITOR connection closed before the end marker")

@@ -23,14 +23,14 @@ class WorkerProcess:
         redis_url: str,
         app: str = "tests.apps.basic:app",
         args: Sequence[str] = (),
-        worker_id: str = "test-worker",
+        worker_id: str | None = "test-worker",
     ) -> None:
         # No PYTHONPATH=ROOT: the root's operator/ folder would shadow the standard
         # library's `operator` at start-up. `corral worker` finds tests.* from its cwd.
         env = dict(os.environ, CORRAL_TEST_REDIS_URL=redis_url, PYTHONUNBUFFERED="1")
         self.command = [
             sys.executable, "-m", "corral", "worker", app, "--redis-url", redis_url,
-            "--worker-id", worker_id, "--metrics-port", "0", *args,
+            *(["--worker-id", worker_id] if worker_id else []), "--metrics-port", "0", *args,
         ]
         self.process = subprocess.Popen(
             self.command, cwd=ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,

@@ -205,3 +205,11 @@ def test_requirements_are_split_by_venv() -> None:
                                         "corral": ["hiredis==3.5.0"]}
     with pytest.raises(SystemExit):
         parse_requirements("celery==5.7.0\n")
+
+
+def test_the_corral_bench_venv_holds_the_worker_and_the_operator() -> None:
+    """`bench/run` starts `corral worker` and `corral operator` from that venv."""
+    from bench.venvs import CORRAL_SOURCES, REPO
+
+    assert {REPO, REPO / "worker", REPO / "operator"} <= set(CORRAL_SOURCES)
+    assert all((source / "pyproject.toml").is_file() for source in CORRAL_SOURCES)

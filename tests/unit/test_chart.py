@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 import corral_worker.metrics
+from corral_operator.metrics import OperatorMetrics
 from tests.support.k8s import k8s_bin_dir
 
 REPO = Path(__file__).resolve().parents[2]
@@ -154,11 +155,20 @@ def test_cross_value_checks(helm: str, tmp_path: Path, values: dict[str, Any],
 
 def test_defaults_render_the_core_objects_only(helm: str, tmp_path: Path) -> None:
     docs = template(helm, tmp_path)
-    assert kinds(docs) == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Job",
-                           "Service", "ServiceAccount"]
+    assert kinds(docs) == ["ClusterRole", "ClusterRole", "ClusterRole", "ClusterRoleBinding",
+                           "Deployment", "Job", "Service", "ServiceAccount"]
     assert one(docs, "Job")["metadata"]["annotations"]["helm.sh/hook"] == "test"
     assert kinds(template(helm, tmp_path, None, "--skip-tests")) == [
-        "ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "ServiceAccount"]
+        "ClusterRole", "ClusterRole", "ClusterRole", "ClusterRoleBinding", "Deployment",
+        "Service", "ServiceAccount"]
+
+
+def test_a_plain_helm_template_succeeds(helm: str) -> None:
+    """No --kube-version: helm's built-in Kubernetes version must satisfy the chart's
+    kubeVersion, as it does for a released helm (and for scanners that run it)."""
+    proc = subprocess.run([helm, "template", "corral", str(CHART)], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_operator_pod_security(helm: str, tmp_path: Path) -> None:
@@ -239,7 +249,7 @@ def peering_rules(resource: str) -> set[tuple[str, str, str]]:
 
 def test_rbac_cluster_wide(helm: str, tmp_path: Path) -> None:
     docs = template(helm, tmp_path)
-    role = one(docs, "ClusterRole")
+    role = one(docs, "ClusterRole", "corral-operator")
     assert rules_of(role) == NAMESPACED_RULES | CRD_RULES
     binding = one(docs, "ClusterRoleBinding")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
@@ -256,7 +266,7 @@ def test_rbac_namespaced(helm: str, tmp_path: Path) -> None:
     bindings = [d for d in docs if d["kind"] == "RoleBinding"]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
     # Cluster scope keeps only what kopf reads there: no secrets, no deployments.
-    cluster = one(docs, "ClusterRole")
+    cluster = one(docs, "ClusterRole", "corral-operator-discovery")
     assert rules_of(cluster) == CRD_RULES | {("", "namespaces", "list"),
                                              ("", "namespaces", "watch")}
     args = operator_container(docs)["args"]
@@ -265,11 +275,93 @@ def test_rbac_namespaced(helm: str, tmp_path: Path) -> None:
 
 
 def test_rbac_can_be_left_to_the_user(helm: str, tmp_path: Path) -> None:
-    docs = template(helm, tmp_path, {"rbac": {"create": False},
+    docs = template(helm, tmp_path, {"rbac": {"create": False, "aggregatedRoles": False},
                                      "serviceAccount": {"create": False, "name": "mine"}})
     assert kinds(docs) == ["Deployment", "Job", "Service"]
     pod = one(docs, "Deployment")["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "mine"
+
+
+AGGREGATE = "rbac.authorization.k8s.io/aggregate-to-"
+READ = ("get", "list", "watch")
+
+
+def aggregated_into(role: dict[str, Any]) -> set[str]:
+    return {k.removeprefix(AGGREGATE) for k, v in role["metadata"]["labels"].items()
+            if k.startswith(AGGREGATE) and v == "true"}
+
+
+def test_user_roles_aggregate_into_view_edit_and_admin(helm: str, tmp_path: Path) -> None:
+    docs = template(helm, tmp_path)
+    view = one(docs, "ClusterRole", "corral-taskqueue-view")
+    edit = one(docs, "ClusterRole", "corral-taskqueue-edit")
+    assert aggregated_into(view) == {"view", "edit", "admin"}
+    assert aggregated_into(edit) == {"edit", "admin"}
+    status_read = {("corral.dev", "taskqueues/status", v) for v in READ}
+    assert rules_of(view) == {("corral.dev", "taskqueues", v) for v in READ} | status_read
+    # Editors write specs, never the status: that is the operator's.
+    assert rules_of(edit) == {("corral.dev", "taskqueues", v) for v in (
+        *READ, "create", "update", "patch", "delete", "deletecollection")} | status_read
+    off = template(helm, tmp_path, {"rbac": {"aggregatedRoles": False}})
+    assert [d["metadata"]["name"] for d in off if d["kind"] == "ClusterRole"] == [
+        "corral-operator"]
+
+
+# -- the admission policy -------------------------------------------------------------
+
+TENANT = {"name": "team-a", "namespaceSelector": {"matchLabels": {"corral.dev/tenant": "team-a"}},
+          "allowedRegistries": ["registry.example.com", "ghcr.io"],
+          "allowedSecrets": ["redis-team-a"]}
+
+
+def test_admission_policy_is_off_by_default(helm: str, tmp_path: Path) -> None:
+    assert not {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"} & set(
+        kinds(template(helm, tmp_path)))
+
+
+def test_admission_policy_per_tenant(helm: str, tmp_path: Path) -> None:
+    other = {"name": "team-b", "namespaceSelector": {"matchLabels": {"team": "b"}},
+             "allowedServiceAccounts": []}
+    docs = template(helm, tmp_path, {"admissionPolicy": {"enabled": True,
+                                                         "tenants": [TENANT, other]}})
+    policy = one(docs, "ValidatingAdmissionPolicy", "corral-taskqueue-team-a")
+    assert policy["apiVersion"] == "admissionregistration.k8s.io/v1"
+    assert policy["spec"]["failurePolicy"] == "Fail"
+    [rule] = policy["spec"]["matchConstraints"]["resourceRules"]
+    assert (rule["apiGroups"], rule["resources"], rule["operations"]) == (
+        ["corral.dev"], ["taskqueues"], ["CREATE", "UPDATE"])
+    expressions = [v["expression"] for v in policy["spec"]["validations"]]
+    assert expressions[0] == 'variables.registry in ["registry.example.com","ghcr.io"]'
+    assert '["redis-team-a"]' in expressions[1]
+    binding = one(docs, "ValidatingAdmissionPolicyBinding", "corral-taskqueue-team-a")
+    assert binding["spec"] == {"policyName": "corral-taskqueue-team-a",
+                               "validationActions": ["Deny"],
+                               "matchResources": {"namespaceSelector": TENANT[
+                                   "namespaceSelector"]}}
+    # Only the lists given restrict; an empty one allows nothing.
+    [only] = one(docs, "ValidatingAdmissionPolicy", "corral-taskqueue-team-b")["spec"][
+        "validations"]
+    assert "serviceAccountName in []" in only["expression"]
+
+
+def test_admission_policy_needs_kubernetes_1_30(helm: str, tmp_path: Path) -> None:
+    proc = run_helm(helm, "template", "corral", str(CHART), "--kube-version", "1.29.0",
+                    values={"admissionPolicy": {"enabled": True, "tenants": [TENANT]}},
+                    tmp_path=tmp_path)
+    assert proc.returncode != 0
+    assert "admissionPolicy needs Kubernetes 1.30 or later" in proc.stderr
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"admissionPolicy": {"enabled": True}}, "needs at least one entry"),
+    ({"admissionPolicy": {"enabled": True, "tenants": [{"name": "Team A",
+                                                        "namespaceSelector": {}}]}}, "name"),
+    ({"admissionPolicy": {"enabled": True, "validationActions": ["Block"],
+                          "tenants": [TENANT]}}, "validationActions"),
+], ids=["no-tenants", "bad-name", "bad-action"])
+def test_admission_policy_mistakes(helm: str, tmp_path: Path, values: dict[str, Any],
+                                   message: str) -> None:
+    assert message in template_error(helm, tmp_path, values)
 
 
 # -- peering and the optional objects -------------------------------------------------
@@ -280,7 +372,8 @@ def test_peering_cluster_wide(helm: str, tmp_path: Path) -> None:
     peering = one(docs, "ClusterKopfPeering")
     assert peering["apiVersion"] == "kopf.dev/v1"
     assert f"--peering={peering['metadata']['name']}" in operator_container(docs)["args"]
-    assert rules_of(one(docs, "ClusterRole")) >= peering_rules("clusterkopfpeerings")
+    assert rules_of(one(docs, "ClusterRole", "corral-operator")) >= peering_rules(
+        "clusterkopfpeerings")
     deployment = one(docs, "Deployment")
     assert deployment["spec"]["replicas"] == 2
     assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
@@ -312,12 +405,15 @@ def test_peering_crds_ship_with_the_chart() -> None:
 def test_all_optional_objects(helm: str, tmp_path: Path) -> None:
     docs = template(helm, tmp_path, ALL_ON)
     assert kinds(docs) == sorted([
-        "ClusterKopfPeering", "ClusterRole", "ClusterRoleBinding", "ConfigMap", "Deployment",
+        "ClusterKopfPeering", *["ClusterRole"] * 3, "ClusterRoleBinding", "ConfigMap",
+        "Deployment",
         "Job", "NetworkPolicy", "PodDisruptionBudget", "PodMonitor", "PrometheusRule",
         "Service", "ServiceAccount", "ServiceMonitor"])
     selector = one(docs, "Deployment")["spec"]["selector"]["matchLabels"]
-    assert one(docs, "PodDisruptionBudget")["spec"] == {"maxUnavailable": 1,
-                                                        "selector": {"matchLabels": selector}}
+    # AlwaysAllow: a crash-looping operator pod must not block a node drain.
+    assert one(docs, "PodDisruptionBudget")["spec"] == {
+        "maxUnavailable": 1, "selector": {"matchLabels": selector},
+        "unhealthyPodEvictionPolicy": "AlwaysAllow"}
     monitor = one(docs, "ServiceMonitor")["spec"]
     assert monitor["selector"]["matchLabels"] == one(docs, "Service")["spec"]["selector"]
     assert monitor["endpoints"][0]["port"] == "metrics"
@@ -367,10 +463,6 @@ SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), 
 
 def operator_series() -> set[str]:
     """Series names the operator really exports (from its registry's exposition)."""
-    try:
-        from corral_operator.metrics import OperatorMetrics
-    except ImportError:
-        return set()
     text = OperatorMetrics().render().decode()
     # Newer prometheus-client versions name counters with their _total in the TYPE line.
     return {name.removesuffix("_total") + suffix
@@ -388,10 +480,26 @@ def test_alerts(helm: str, tmp_path: Path) -> None:
     assert {r["alert"] for r in rules} == {"CorralBacklogGrowingAtMaxReplicas",
                                            "CorralRedisUnreachable", "CorralDeadLetterGrowing"}
     for rule in rules:
-        assert metric_names(rule["expr"]) <= OPERATOR_METRICS, rule["alert"]
+        assert metric_names(rule["expr"]) <= known_series(), rule["alert"]
         assert rule["expr"].count("(") == rule["expr"].count(")")
         assert rule["labels"] == {"severity": "warning"}
         assert "{{ $labels.taskqueue }}" in rule["annotations"]["summary"]
+
+
+def test_dead_letter_alert_counts_tasks_entering_the_queue(helm: str, tmp_path: Path) -> None:
+    from corral_worker.metrics import OUTCOMES
+
+    docs = template(helm, tmp_path, {"metrics": {"prometheusRule": {
+        "enabled": True, "deadLetterWindow": "1h", "deadLetterThreshold": 2}}})
+    [rule] = [r for r in one(docs, "PrometheusRule")["spec"]["groups"][0]["rules"]
+              if r["alert"] == "CorralDeadLetterGrowing"]
+    # delta() of the queue's size extrapolates and is cancelled out by a requeue.
+    assert "delta(" not in rule["expr"]
+    assert 'increase(corral_tasks_total{outcome="dead"}[1h])' in rule["expr"]
+    assert rule["expr"].rstrip().endswith("> 2")
+    assert "dead" in OUTCOMES
+    assert {"{{ $labels.queue }}", "{{ $labels.taskqueue }}"} <= set(
+        re.findall(r"\{\{ \$labels\.\w+ \}\}", rule["annotations"]["summary"]))
 
 
 def dashboard_panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile"
@@ -98,7 +99,6 @@ def test_runs_as_non_root_with_corral_entrypoint() -> None:
 
 
 def test_image_user_matches_the_chart() -> None:
-    yaml = pytest.importorskip("yaml")
     values = yaml.safe_load((REPO / "charts" / "corral" / "values.yaml").read_text())
     uid, _, gid = FINAL.args("USER")[0].partition(":")
     assert values["podSecurityContext"]["runAsUser"] == int(uid)

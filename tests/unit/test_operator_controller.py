@@ -297,6 +297,19 @@ async def test_url_from_secret(loop: ctl.TaskQueueController, kube: FakeKube,
             "valueFrom": {"secretKeyRef": {"name": "redis-auth", "key": "url"}}} in env
 
 
+async def test_a_secret_that_is_no_url_is_not_shown_in_the_status(
+        loop: ctl.TaskQueueController, kube: FakeKube, redis_url: str) -> None:
+    spec = spec_for(redis_url)
+    spec["redis"] = {"urlSecretRef": {"name": "payroll", "key": "password"}}
+    kube.secrets[(NS, "payroll")] = {"password": "hunter2"}
+    await loop.reconcile_once(body(spec))
+    condition = kube.condition("RedisReachable")
+    assert condition["reason"] == "ConnectionFailed"
+    assert "not a Redis URL" in condition["message"]
+    assert not [e for e in kube.events if "hunter2" in e[2]]
+    assert "hunter2" not in str(kube.status)
+
+
 async def test_invalid_spec_is_reported_once(loop: ctl.TaskQueueController,
                                              kube: FakeKube, redis_url: str) -> None:
     spec = spec_for(redis_url)

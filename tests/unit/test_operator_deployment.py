@@ -90,6 +90,42 @@ def test_security_context() -> None:
     assert {"name": "tmp", "mountPath": "/tmp"} in container(body)["volumeMounts"]
 
 
+def test_no_api_token_unless_a_service_account_is_named() -> None:
+    # Workers talk only to Redis: the default service account's token stays out.
+    pod = render()["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert "serviceAccountName" not in pod
+    pod = render(with_change("worker.serviceAccountName", "worker-sa"))["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "worker-sa"
+    # A named account chose its own rights: its own automount setting decides.
+    assert "automountServiceAccountToken" not in pod
+
+
+def test_redis_ca_from_a_secret_is_mounted_read_only() -> None:
+    body = render(with_change("redis", {"url": "rediss://redis.example:6380/0",
+                                        "caSecretRef": {"name": "redis-ca"}}))
+    pod = body["spec"]["template"]["spec"]
+    [volume] = [v for v in pod["volumes"] if v["name"] == dep.REDIS_CA_VOLUME]
+    assert volume["secret"] == {"secretName": "redis-ca", "defaultMode": 0o444,
+                                "items": [{"key": "ca.crt", "path": "ca.crt"}]}
+    mount = {"name": dep.REDIS_CA_VOLUME, "mountPath": dep.REDIS_CA_DIR, "readOnly": True}
+    assert mount in container(body)["volumeMounts"]
+    assert env(body)["CORRAL_REDIS_CA_CERTS"] == {
+        "name": "CORRAL_REDIS_CA_CERTS", "value": f"{dep.REDIS_CA_DIR}/ca.crt"}
+    # A key of another name lands under the same file name.
+    body = render(with_change("redis", {"url": "rediss://redis.example:6380/0",
+                                        "caSecretRef": {"name": "tls", "key": "bundle.pem"}}))
+    [volume] = [v for v in body["spec"]["template"]["spec"]["volumes"]
+                if v["name"] == dep.REDIS_CA_VOLUME]
+    assert volume["secret"]["items"] == [{"key": "bundle.pem", "path": "ca.crt"}]
+
+
+def test_no_ca_volume_without_a_ca_secret() -> None:
+    body = render()
+    assert [v["name"] for v in body["spec"]["template"]["spec"]["volumes"]] == ["tmp"]
+    assert "CORRAL_REDIS_CA_CERTS" not in env(body)
+
+
 def test_termination_grace_covers_the_drain() -> None:
     body = render(with_change("worker.graceSeconds", 120))
     pod = body["spec"]["template"]["spec"]

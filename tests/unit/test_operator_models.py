@@ -63,12 +63,15 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
      "set exactly one of redis.url and redis.urlSecretRef"),
     ("no-url", with_change("redis", {}), "set exactly one of redis.url and redis.urlSecretRef"),
     ("http-url", with_change("redis.url", "http://redis:6379"), "should match"),
+    ("ca-without-tls", with_change("redis", {"url": "redis://r:6379",
+                                             "caSecretRef": {"name": "redis-ca"}}),
+     "redis.caSecretRef needs a rediss:// URL"),
     ("app-without-attr", with_change("worker.app", "app.tasks"), "should match"),
     ("no-image", with_change("worker.image", DELETE), "spec.worker.image: Required value"),
     ("zero-concurrency", with_change("worker.concurrency", 0),
      "should be greater than or equal to 1"),
     ("reserved-env", with_change("worker.env", [{"name": "CORRAL_REDIS_URL", "value": "x"}]),
-     "worker.env must not set CORRAL_REDIS_URL or POD_NAME"),
+     "worker.env must not set CORRAL_REDIS_URL, CORRAL_REDIS_CA_CERTS, POD_NAME"),
     ("bad-pull-policy", with_change("worker.imagePullPolicy", "Sometimes"),
      "Unsupported value"),
     ("typo-field", with_change("scaling", {"maxReplica": 3}),
@@ -109,6 +112,15 @@ def test_secret_ref() -> None:
         with_change("redis", {"urlSecretRef": {"name": "redis", "key": "url"}}))
     assert spec.redis.url is None
     assert spec.redis.url_secret_ref == models.SecretKeyRef(name="redis", key="url")
+
+
+def test_ca_secret_ref_defaults_to_the_ca_crt_key() -> None:
+    spec = models.TaskQueueSpec.model_validate(
+        with_change("redis", {"url": "rediss://r:6380", "caSecretRef": {"name": "redis-ca"}}))
+    assert spec.redis.ca_secret_ref == models.CASecretRef(name="redis-ca", key="ca.crt")
+    # With the URL in a Secret the scheme is only known when the URL is read.
+    models.TaskQueueSpec.model_validate(with_change("redis", {
+        "urlSecretRef": {"name": "s", "key": "url"}, "caSecretRef": {"name": "redis-ca"}}))
 
 
 def test_quantities_accept_ints_and_strings() -> None:

@@ -13,8 +13,10 @@ def register(subcommands: Subcommands) -> None:
     operator = subcommands.add_parser("operator", help="run the Kubernetes operator")
     operator.add_argument("--namespace", action="append", dest="namespaces", default=[],
                           help="namespace to watch (repeatable; default: all)")
-    operator.add_argument("--metrics-port", type=int_range(0, 65_535), default=8080)
-    operator.add_argument("--health-port", type=int_range(0, 65_535), default=8081)
+    operator.add_argument("--metrics-port", type=int_range(0, 65_535), default=8080,
+                          help="port for /metrics (default 8080)")
+    operator.add_argument("--health-port", type=int_range(0, 65_535), default=8081,
+                          help="port for the liveness endpoint /healthz (default 8081)")
     operator.add_argument("--host", default="0.0.0.0",
                           help="address of the metrics and health endpoints (default 0.0.0.0)")
     operator.add_argument("--peering", default=None,
@@ -27,7 +29,8 @@ def register(subcommands: Subcommands) -> None:
                           metavar="SECONDS",
                           help="how long a replica that stopped without a goodbye keeps "
                                "the others on standby (default 20)")
-    operator.add_argument("--log-format", choices=("text", "json"), default="text")
+    operator.add_argument("--log-format", choices=("text", "json"), default="text",
+                          help="log lines as text or as JSON objects (default text)")
     operator.set_defaults(run=run_operator_command)
 
 

@@ -100,7 +100,7 @@ class TaskQueueController:
         self._redis: Redis | None = None
         self._scripts: Scripts | None = None
         self._redis_source: models.RedisSpec | None = None
-        self._redis_url: str | None = None
+        self._redis_read: tuple[str, str | None] | None = None  # URL and CA as read
         self._url_read_s = float("-inf")
         self._failures = 0
         self._was_reachable: bool | None = None
@@ -255,23 +255,25 @@ class TaskQueueController:
         await self._announce_redis(seen.redis_error)
 
     async def _connection(self, source: models.RedisSpec) -> tuple[Redis, Scripts]:
-        """The client for ``source``; a URL from a Secret is read again now and then,
-        so a changed Secret (a rotated password, a moved Redis) is picked up."""
+        """The client for ``source``; a URL or CA from a Secret is read again now and
+        then, so a changed Secret (a rotated password or CA, a moved Redis) is picked up."""
         now_s = self.runtime.clock()
         fresh = now_s - self._url_read_s < self.runtime.settings.secret_refresh_s
+        from_secrets = source.url_secret_ref is not None or source.ca_secret_ref is not None
         if self._redis is not None and source == self._redis_source \
-                and (source.url_secret_ref is None or fresh):
+                and (not from_secrets or fresh):
             assert self._scripts is not None
             return self._redis, self._scripts
-        url = await self._url(source)
+        url, ca = await self._url(source), await self._ca(source)
         self._url_read_s = now_s
-        if self._redis is not None and source == self._redis_source and url == self._redis_url:
+        if self._redis is not None and source == self._redis_source \
+                and (url, ca) == self._redis_read:
             assert self._scripts is not None
             return self._redis, self._scripts
         await self._drop_redis()
-        self._redis = connect(url, max_connections=4)
+        self._redis = connect(url, max_connections=4, ca_data=ca)
         self._scripts = Scripts.register(self._redis)
-        self._redis_source, self._redis_url = source, url
+        self._redis_source, self._redis_read = source, (url, ca)
         self._log.info("connecting to redis at %s", redact(url))
         return self._redis, self._scripts
 
@@ -281,6 +283,12 @@ class TaskQueueController:
             return source.url
         ref = source.url_secret_ref
         return (await self.runtime.kube.read_secret_key(self.namespace, ref.name, ref.key)).strip()
+
+    async def _ca(self, source: models.RedisSpec) -> str | None:
+        ref = source.ca_secret_ref
+        if ref is None:
+            return None
+        return await self.runtime.kube.read_secret_key(self.namespace, ref.name, ref.key)
 
     async def _drop_redis(self) -> None:
         redis, self._redis, self._scripts, self._redis_source = self._redis, None, None, None

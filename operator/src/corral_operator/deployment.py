@@ -18,6 +18,11 @@ CONTAINER_NAME = "worker"
 TERMINATION_MARGIN_S = 15
 # Read-only root filesystem: the worker gets a writable /tmp only.
 TMP_VOLUME = "tmp"
+# spec.redis.caSecretRef: the CA bundle, mounted read-only; corral.connection reads
+# CORRAL_REDIS_CA_CERTS for a rediss:// URL that names no ssl_ca_certs itself.
+REDIS_CA_VOLUME = "redis-ca"
+REDIS_CA_DIR = "/etc/corral/redis-ca"
+REDIS_CA_FILE = "ca.crt"
 
 Body = dict[str, Any]
 
@@ -94,8 +99,23 @@ def _env(spec: models.TaskQueueSpec) -> list[Body]:
     else:
         url = {"name": "CORRAL_REDIS_URL", "value": redis.url}
     pod_name = {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
+    ca = [{"name": "CORRAL_REDIS_CA_CERTS", "value": f"{REDIS_CA_DIR}/{REDIS_CA_FILE}"}] \
+        if redis.ca_secret_ref is not None else []
     extra = [e.model_dump(by_alias=True, exclude_none=True) for e in spec.worker.env or ()]
-    return [pod_name, url, *extra]
+    return [pod_name, url, *ca, *extra]
+
+
+def _volumes(spec: models.TaskQueueSpec) -> tuple[list[Body], list[Body]]:
+    """The pod's volumes and the worker container's mounts of them."""
+    volumes: list[Body] = [{"name": TMP_VOLUME, "emptyDir": {}}]
+    mounts: list[Body] = [{"name": TMP_VOLUME, "mountPath": "/tmp"}]
+    ca = spec.redis.ca_secret_ref
+    if ca is not None:
+        volumes.append({"name": REDIS_CA_VOLUME, "secret": {
+            "secretName": ca.name, "defaultMode": 0o444,
+            "items": [{"key": ca.key, "path": REDIS_CA_FILE}]}})
+        mounts.append({"name": REDIS_CA_VOLUME, "mountPath": REDIS_CA_DIR, "readOnly": True})
+    return volumes, mounts
 
 
 def _probe(path: str, period_s: int, failures: int) -> Body:
@@ -124,7 +144,7 @@ def _container(spec: models.TaskQueueSpec, image: str) -> Body:
             "runAsNonRoot": True,
             "capabilities": {"drop": ["ALL"]},
         },
-        "volumeMounts": [{"name": TMP_VOLUME, "mountPath": "/tmp"}],
+        "volumeMounts": _volumes(spec)[1],
     }
     if w.image_pull_policy:
         container["imagePullPolicy"] = w.image_pull_policy
@@ -145,9 +165,12 @@ def _pod_spec(spec: models.TaskQueueSpec) -> Body:
             "fsGroup": w.run_as_user,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "volumes": [{"name": TMP_VOLUME, "emptyDir": {}}],
+        "volumes": _volumes(spec)[0],
         "enableServiceLinks": False,
     }
+    if w.service_account_name is None:
+        # Workers talk only to Redis: no API token for the namespace's default account.
+        pod["automountServiceAccountToken"] = False
     optional: dict[str, Any] = {
         "nodeSelector": w.node_selector,
         "affinity": w.affinity,

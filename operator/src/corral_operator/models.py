@@ -23,6 +23,8 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from corral import defaults
+
 GROUP = "corral.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -38,7 +40,7 @@ APP_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_.]*$"
 # The schemes corral.connection.connect accepts.
 REDIS_URL_PATTERN = r"^(rediss?(\+(cluster|sentinel))?|unix)://"
 # Env vars the operator sets on every worker container.
-RESERVED_ENV = ("CORRAL_REDIS_URL", "POD_NAME")
+RESERVED_ENV = ("CORRAL_REDIS_URL", "CORRAL_REDIS_CA_CERTS", "POD_NAME")
 MAX_NAME_LENGTH = 63  # the TaskQueue name is used as a label value
 
 # A Kubernetes resource quantity ("500m", "1.5", "1Gi", "2e3"), not negative. Checked
@@ -101,9 +103,21 @@ class SecretKeyRef(_Model):
         description="Key in the Secret whose value is the Redis URL.")
 
 
+class CASecretRef(_Model):
+    """A key of a Secret in the TaskQueue's namespace holding PEM CA certificates."""
+
+    name: str = Field(min_length=1, max_length=253, description="Name of the Secret.")
+    key: str = Field(
+        default="ca.crt", min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$",
+        description="Key in the Secret whose value is the PEM CA bundle (default ca.crt, "
+                    "as in cert-manager's and kubernetes.io/tls Secrets).")
+
+
 REDIS_RULES = [
     cel("has(self.url) != has(self.urlSecretRef)",
         "set exactly one of redis.url and redis.urlSecretRef"),
+    cel("!has(self.caSecretRef) || !has(self.url) || self.url.startsWith('rediss')",
+        "redis.caSecretRef needs a rediss:// URL"),
 ]
 
 
@@ -119,11 +133,20 @@ class RedisSpec(_Model):
     url_secret_ref: SecretKeyRef | None = Field(
         default=None,
         description="Secret key holding the Redis URL; use it when the URL has a password.")
+    ca_secret_ref: CASecretRef | None = Field(
+        default=None,
+        description="Secret key holding the CA certificates that a rediss:// server's "
+                    "certificate is verified against. Mounted into the worker pods and "
+                    "read by the operator. Verification is on whether it is set or not "
+                    "(without it, the system's CAs are used).")
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> RedisSpec:
+    def _url_rules(self) -> RedisSpec:
         if (self.url is None) == (self.url_secret_ref is None):
             raise ValueError(REDIS_RULES[0]["message"])
+        if self.ca_secret_ref is not None and self.url is not None \
+                and not self.url.startswith("rediss"):
+            raise ValueError(REDIS_RULES[1]["message"])
         return self
 
 
@@ -186,8 +209,9 @@ DEFAULT_WORKER_RESOURCES = ResourceRequirements(
 
 
 WORKER_RULES = [
-    cel("!has(self.env) || self.env.all(e, !(e.name in ['CORRAL_REDIS_URL', 'POD_NAME']))",
-        "worker.env must not set CORRAL_REDIS_URL or POD_NAME: the operator sets them"),
+    cel("!has(self.env) || self.env.all(e, !(e.name in "
+        f"[{', '.join(repr(name) for name in RESERVED_ENV)}]))",
+        f"worker.env must not set {', '.join(RESERVED_ENV)}: the operator sets them"),
 ]
 
 
@@ -205,21 +229,25 @@ class WorkerSpec(_Model):
         pattern=APP_PATTERN, max_length=512,
         description="The corral.App to serve, as MODULE:ATTR.")
     concurrency: int = Field(
-        default=50, ge=1, le=10_000, description="Tasks running at once per pod.")
+        default=defaults.CONCURRENCY.default, ge=defaults.CONCURRENCY.min,
+        le=defaults.CONCURRENCY.max, description="Tasks running at once per pod.")
     batch_size: int = Field(
-        default=25, ge=1, le=1_000,
+        default=defaults.BATCH_SIZE.default, ge=defaults.BATCH_SIZE.min,
+        le=defaults.BATCH_SIZE.max,
         description="Tasks claimed per round trip and prefetched per queue.")
     lease_seconds: int = Field(
-        default=30, ge=2, le=86_400,
+        default=defaults.LEASE_S.default, ge=defaults.LEASE_S.min,
+        le=defaults.LEASE_S.max,
         description="Lease per claimed task, renewed while it runs.")
     grace_seconds: int = Field(
-        default=30, ge=0, le=86_400,
+        default=defaults.GRACE_S.default, ge=defaults.GRACE_S.min,
+        le=defaults.GRACE_S.max,
         description="On SIGTERM, how long running tasks may finish. The pod's "
                     "terminationGracePeriodSeconds is this plus a margin.")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
-        default="INFO", description="Worker log level.")
+    log_level: defaults.LogLevel = Field(
+        default=defaults.LOG_LEVEL, description="Worker log level.")
     metrics_port: int = Field(
-        default=9100, ge=1024, le=65_535,
+        default=defaults.METRICS_PORT, ge=1024, le=65_535,
         description="Port of /metrics, /healthz and /readyz.")
     run_as_user: int = Field(
         default=65532, ge=1, description="Non-root user id the worker runs as.")
@@ -243,7 +271,11 @@ class WorkerSpec(_Model):
     topology_spread_constraints: list[FreeForm] | None = Field(
         default=None, description="Pod topology spread constraints.")
     service_account_name: str | None = Field(
-        default=None, max_length=253, description="Service account of the worker pods.")
+        default=None, max_length=253,
+        description="Service account of the worker pods. Only then is its API token "
+                    "mounted: without it the pods run as the namespace's default service "
+                    "account with automountServiceAccountToken false, since workers "
+                    "talk only to Redis.")
     image_pull_secrets: list[LocalObjectReference] | None = Field(
         default=None, description="Secrets for pulling the image.")
     priority_class_name: str | None = Field(

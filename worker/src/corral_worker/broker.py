@@ -1,8 +1,11 @@
 """The worker's Redis I/O: claim, finish, heartbeat and the wake/cancel channels.
-Each call is one atomic Lua script on one queue's hash slot."""
+Each call is one atomic Lua script on one queue's hash slot, and has a deadline: a
+connection that stops answering without closing (a half-open peer) fails the call
+instead of hanging it."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,6 +15,7 @@ from redis.asyncio import Redis
 
 from corral.keys import QueueKeys
 from corral.scripts import Scripts
+from corral_worker.outcome import Finish, Stop
 
 
 class Job:
@@ -22,11 +26,13 @@ class Job:
         "cancel_reason",
         "deadline",
         "id",
+        "lease",
         "name",
         "payload",
         "priority",
         "queue",
         "ready_ms",
+        "settled",
         "started_at",
         "task",
         "token",
@@ -51,10 +57,16 @@ class Job:
         self.ready_ms = ready_ms
         self.attempts = attempts
         self.token = token
+        # One claim of the task: the same id claimed again is another lease.
+        self.lease: Lease = (task_id, token)
         self.task: Any = None  # the asyncio.Task running it, once started
         self.started_at = 0.0  # time.monotonic() at start
         self.deadline = 0.0  # time.monotonic() past which it times out; 0 = none
-        self.cancel_reason: str | None = None
+        self.cancel_reason: Stop | None = None  # why the worker cancelled it
+        self.settled = False  # its outcome is decided (and no later one counts)
+
+
+Lease = tuple[str, str]  # (task id, lease token)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,28 +84,53 @@ class Upkeep:
     lost: list[str]
 
 
-@dataclass(frozen=True, slots=True)
 class Outcome:
-    """One finished attempt, in the finish script's terms (see finish.lua)."""
+    """One finished attempt, to be recorded by finish.lua."""
 
-    job: Job
-    code: str  # s f d c r q
-    data: bytes = b""
-    number: int = 0
+    __slots__ = ("data", "delay_ms", "finish", "give_back", "job", "ttl_ms")
+
+    def __init__(
+        self,
+        job: Job,
+        finish: Finish,
+        data: bytes = b"",  # the encoded result (succeeded) or error (the others)
+        ttl_ms: int = 0,  # succeeded, failed, cancelled: how long the record is kept
+        delay_ms: int = 0,  # retry: how long until the next attempt
+        give_back: bool = False,  # requeue: the attempt is not counted against retries
+    ) -> None:
+        self.job = job
+        self.finish = finish
+        self.data = data
+        self.ttl_ms = ttl_ms
+        self.delay_ms = delay_ms
+        self.give_back = give_back
+
+    def wire_number(self) -> int:
+        """finish.lua's one number field, whose meaning depends on the outcome."""
+        finish = self.finish
+        if finish is Finish.RETRY:
+            return self.delay_ms
+        if finish is Finish.REQUEUE:
+            return 1 if self.give_back else 0
+        return self.ttl_ms
 
 
 class Broker:
-    def __init__(self, redis: Redis, scripts: Scripts, holder: str) -> None:
+    def __init__(
+        self, redis: Redis, scripts: Scripts, holder: str, timeout_s: float = 5.0
+    ) -> None:
         self.redis = redis
         self.scripts = scripts
         # Lease tokens are "<holder>:<attempt>", unique to this process and claim.
         self.holder = holder
+        self.timeout_s = timeout_s  # for each call; past it the call raises TimeoutError
 
     async def claim(self, keys: QueueKeys, count: int, lease_ms: int) -> Claimed:
-        reply = await self.scripts.claim(
-            keys=[*keys.ready, keys.scheduled, keys.leased, keys.dead],
-            args=[keys.prefix, count, lease_ms, self.holder],
-        )
+        async with asyncio.timeout(self.timeout_s):
+            reply = await self.scripts.claim(
+                keys=[*keys.ready, keys.scheduled, keys.leased, keys.dead],
+                args=[keys.prefix, count, lease_ms, self.holder],
+            )
         holder, queue = self.holder, keys.queue
         jobs = []
         for i in range(2, len(reply), 6):
@@ -116,10 +153,13 @@ class Broker:
         """Record outcomes; returns the ids whose lease had passed to another worker."""
         args: list[Any] = [keys.prefix, keys.done_channel, keys.wake_channel]
         for outcome in outcomes:
-            args += (outcome.job.id, outcome.job.token, outcome.code, outcome.data, outcome.number)
-        stale = await self.scripts.finish(
-            keys=[*keys.ready, keys.scheduled, keys.leased, keys.dead, keys.dedupe], args=args
-        )
+            job = outcome.job
+            args += (job.id, job.token, outcome.finish.code, outcome.data, outcome.wire_number())
+        async with asyncio.timeout(self.timeout_s):
+            stale = await self.scripts.finish(
+                keys=[*keys.ready, keys.scheduled, keys.leased, keys.dead, keys.dedupe],
+                args=args,
+            )
         return [task_id.decode() for task_id in stale]
 
     async def heartbeat(
@@ -146,9 +186,11 @@ class Broker:
             args += (field, value)
         for job in held:
             args += (job.id, job.token)
-        backlog, requeued, cancelled, lost = await self.scripts.heartbeat(
-            keys=[*keys.ready, keys.scheduled, keys.leased, keys.workers, keys.dedupe], args=args
-        )
+        async with asyncio.timeout(self.timeout_s):
+            backlog, requeued, cancelled, lost = await self.scripts.heartbeat(
+                keys=[*keys.ready, keys.scheduled, keys.leased, keys.workers, keys.dedupe],
+                args=args,
+            )
         return Upkeep(
             int(backlog),
             int(requeued),
@@ -157,7 +199,7 @@ class Broker:
         )
 
     async def deregister(self, keys: QueueKeys, worker_id: str) -> None:
-        async with self.redis.pipeline(transaction=False) as pipe:
+        async with asyncio.timeout(self.timeout_s), self.redis.pipeline(transaction=False) as pipe:
             pipe.zrem(keys.workers, worker_id)
             pipe.delete(keys.worker(worker_id))
             await pipe.execute()

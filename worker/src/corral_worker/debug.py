@@ -4,6 +4,8 @@ chain of awaits). It names code locations only, never task arguments."""
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Mapping
 from types import FrameType
 from typing import Any
 
@@ -25,12 +27,20 @@ def _await_chain(coro: Any) -> tuple[list[FrameType], str]:
     return frames, ""
 
 
-def dump_tasks(max_frames: int = 20) -> str:
+def dump_tasks(
+    max_frames: int = 20, running_since: Mapping[asyncio.Task[Any], float] | None = None
+) -> str:
+    """``running_since`` maps the asyncio tasks that run corral tasks to their start
+    (``time.monotonic()``); each of those says how long it has been running."""
+    since = running_since or {}
+    now = time.monotonic()
     tasks = sorted(asyncio.all_tasks(), key=lambda t: t.get_name())
     lines = [f"{len(tasks)} asyncio tasks"]
     for task in tasks:
         state = "cancelling" if task.cancelling() else ("done" if task.done() else "pending")
-        lines.append(f"\n{task.get_name()} [{state}]")
+        started = since.get(task)
+        running = f" running for {now - started:.1f} s" if started is not None else ""
+        lines.append(f"\n{task.get_name()} [{state}]{running}")
         frames, waiting_on = _await_chain(task.get_coro())
         for frame in frames[-max_frames:]:
             code = frame.f_code

@@ -16,7 +16,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-OUTCOMES = ("succeeded", "failed", "retried", "timed_out", "cancelled", "dead", "requeued")
+# What became of each attempt: every attempt is counted under exactly one of these.
+# Timeouts are counted apart (an attempt that timed out is also retried, failed or dead).
+OUTCOMES = ("succeeded", "failed", "retried", "cancelled", "dead", "requeued")
 DURATION_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 WAIT_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 10, 60, 300)
 
@@ -45,6 +47,7 @@ class _Histogram:
 class WorkerMetrics:
     def __init__(self, queues: Mapping[str, int]) -> None:
         self.tasks_total: dict[tuple[str, str, str], int] = defaultdict(int)
+        self.timeouts_total: dict[tuple[str, str], int] = defaultdict(int)
         self.durations: dict[tuple[str, str], _Histogram] = {}
         self.waits = {queue: _Histogram(WAIT_BUCKETS_S) for queue in queues}
         self.backlog: dict[str, int] = dict.fromkeys(queues, 0)
@@ -72,10 +75,12 @@ class WorkerCollector(Collector):
         metrics: WorkerMetrics,
         active: Callable[[], Mapping[str, int]],
         prefetched: Callable[[], Mapping[str, int]],
+        stuck_threads: Callable[[], int],
     ) -> None:
         self._metrics = metrics
         self._active = active
         self._prefetched = prefetched
+        self._stuck_threads = stuck_threads
 
     def collect(self) -> Iterator[Metric]:
         m = self._metrics
@@ -88,6 +93,17 @@ class WorkerCollector(Collector):
         for (queue, task, outcome), count in sorted(m.tasks_total.items()):
             tasks.add_metric([queue, task, outcome], count)
         yield tasks
+        timeouts = CounterMetricFamily(
+            "corral_task_timeouts", "Attempts stopped at their timeout.", labels=["queue", "task"]
+        )
+        for (queue, task), count in sorted(m.timeouts_total.items()):
+            timeouts.add_metric([queue, task], count)
+        yield timeouts
+        yield GaugeMetricFamily(
+            "corral_stuck_threads",
+            "Threads still running a plain-def task past its timeout or cancellation.",
+            value=self._stuck_threads(),
+        )
         durations = HistogramMetricFamily(
             "corral_task_duration_seconds", "Run time of attempts.", labels=["queue", "task"]
         )

@@ -1,12 +1,15 @@
-"""Staying up: pacing retries while Redis is away (logging each outage once) and
-restarting a background loop that fails unexpectedly."""
+"""Staying up: pacing retries while Redis is away (logging each outage once),
+noticing a loop stuck in one pass, and restarting a background loop that fails
+unexpectedly."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Iterator
 
 from corral_worker.metrics import WorkerMetrics
 
@@ -38,6 +41,30 @@ class RedisHealth:
             log.warning("redis reachable again")
         self.reachable = True
         self._failures = 0
+
+
+class LoopWatch:
+    """When each background loop began the pass it is in. A pass that is not over
+    within its deadline (a Redis call that hangs, an outage that will not end) makes
+    the worker not ready."""
+
+    def __init__(self) -> None:
+        self._passes: dict[str, tuple[float, float]] = {}  # name -> (began_at, deadline_s)
+
+    @contextlib.contextmanager
+    def pass_of(self, name: str, deadline_s: float) -> Iterator[None]:
+        self._passes[name] = (time.monotonic(), deadline_s)
+        try:
+            yield
+        finally:
+            del self._passes[name]
+
+    def overdue(self, now: float | None = None) -> list[str]:
+        """The loops whose current pass has run past its deadline."""
+        if now is None:
+            now = time.monotonic()
+        return sorted(name for name, (began_at, deadline_s) in self._passes.items()
+                      if now - began_at > deadline_s)
 
 
 async def survive(loop: Callable[[], Awaitable[None]], name: str) -> None:

@@ -11,7 +11,6 @@ import signal
 import time
 import traceback
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from prometheus_client.registry import CollectorRegistry
@@ -28,13 +27,17 @@ from corral.serialization import (
     encode_error,
     encode_result,
 )
-from corral_worker.broker import Broker, Job, Outcome, now_ms
+from corral_worker.acks import AckBuffer, lost_leases
+from corral_worker.broker import Broker, Job, Lease, Outcome, Upkeep, now_ms
 from corral_worker.http import HttpServer
+from corral_worker.listen import listen
 from corral_worker.metrics import WorkerCollector, WorkerMetrics
-from corral_worker.policy import after_failure, is_poison
-from corral_worker.resilience import RedisHealth, survive
+from corral_worker.outcome import Finish, Stop, TaskError, Verdict, decide
+from corral_worker.policy import is_poison
+from corral_worker.resilience import LoopWatch, RedisHealth, survive
 from corral_worker.scheduler import LocalScheduler
 from corral_worker.settings import WorkerSettings
+from corral_worker.threads import ThreadRunner
 
 log = logging.getLogger("corral_worker")
 
@@ -45,6 +48,9 @@ LOOP_LAG_PROBE_S = 0.25
 # Stop running a task when its lease may have passed to another worker: the last
 # renewal is this share of a lease ago.
 SELF_FENCE_SHARE = 0.9
+# After the grace period, how long cancelled tasks get to end before the worker gives
+# up on them (they swallow CancelledError), requeues them and exits.
+CANCEL_DEADLINE_S = 5.0
 
 
 class _Queue:
@@ -53,13 +59,10 @@ class _Queue:
     def __init__(self, name: str, weight: int) -> None:
         self.keys: QueueKeys = queue_keys(name)
         self.weight = weight
-        self.held: dict[str, Job] = {}  # claimed and not yet acknowledged
+        self.acks = AckBuffer()
         self.running = 0
         self.wake = asyncio.Event()  # Redis says work may be there
         self.low = asyncio.Event()  # the local buffer wants refilling
-        self.acks: list[Outcome] = []
-        self.ack_wanted = asyncio.Event()
-        self.closing = False
         self.renewed_at = time.monotonic()  # when the last successful heartbeat was sent
 
 
@@ -74,14 +77,17 @@ class Worker:
         self._scheduler: LocalScheduler[Job] = LocalScheduler(settings.queues)
         self.metrics = WorkerMetrics(settings.queues)
         self.registry = CollectorRegistry(auto_describe=False)
+        self._threads = ThreadRunner(settings.concurrency)
         self.registry.register(
-            WorkerCollector(self.metrics, self._active_counts, self._prefetched_counts)
+            WorkerCollector(self.metrics, self._active_counts, self._prefetched_counts,
+                            lambda: self._threads.stuck)
         )
         self._health = RedisHealth(self.metrics)
-        self._running_jobs: dict[str, Job] = {}
+        self._watch = LoopWatch()
+        self._running_jobs: dict[Lease, Job] = {}
         self._stopping = False
         self._stop_requested: asyncio.Event | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self.abandoned = 0  # tasks left running at exit: they ignored their cancellation
         self._background: list[asyncio.Task[None]] = []
         self._started_ms = now_ms()
         self.metrics_port: int | None = None
@@ -95,15 +101,14 @@ class Worker:
         self._stop_requested = asyncio.Event()
         redis = self._redis or connect(self.settings.redis_url)
         holder = f"{self.settings.worker_id}/{os.getpid()}-{os.urandom(3).hex()}"
-        self._broker = Broker(redis, Scripts.register(redis), holder)
-        self._executor = ThreadPoolExecutor(
-            max_workers=self.settings.concurrency, thread_name_prefix="corral-task"
-        )
+        self._broker = Broker(redis, Scripts.register(redis), holder,
+                              self.settings.redis_timeout_s)
         http = HttpServer(
             self.registry,
             lambda: self.metrics.event_loop_lag_s,
             self._readiness,
             self.settings.debug_endpoint,
+            lambda: {j.task: j.started_at for j in self._running_jobs.values() if j.task},
         )
         if install_signal_handlers:
             self._install_signal_handlers()
@@ -112,8 +117,8 @@ class Worker:
                 self.metrics_port = await http.start(
                     self.settings.metrics_host, self.settings.metrics_port
                 )
-                log.info("worker http on http://%s:%d (/metrics /healthz /readyz)",
-                         self.settings.metrics_host, self.metrics_port)
+                log.info("worker http on http://%s:%d (%s)", self.settings.metrics_host,
+                         self.metrics_port, " ".join(http.paths))
             self._start_background()
             self.started.set()
             log.info(
@@ -129,12 +134,17 @@ class Worker:
         finally:
             await self._stop_background()
             await http.stop()
-            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._threads.shutdown()
             if install_signal_handlers:
                 self._remove_signal_handlers()
             if self._redis is None:
                 await redis.aclose()
         log.info("worker %s stopped", self.settings.worker_id)
+
+    @property
+    def left_running(self) -> int:
+        """Tasks and threads still running after run() returned."""
+        return self.abandoned + self._threads.stuck
 
     def stop(self) -> None:
         """Begin a graceful shutdown (what SIGTERM does)."""
@@ -185,20 +195,38 @@ class Worker:
             q.wake.set()
             q.low.set()
         for _, job in list(self._scheduler.drain()):
-            self._acknowledge(job, Outcome(job, "q", number=1), "requeued", None)
-        running = [job.task for job in self._running_jobs.values() if job.task is not None]
-        if running:
-            log.info("waiting up to %.1f s for %d running tasks",
-                     self.settings.grace_s, len(running))
-            await asyncio.wait(running, timeout=self.settings.grace_s)
-        leftover = [job.task for job in self._running_jobs.values() if job.task is not None]
+            self._hand_back(job)
+        await self._wait_running(self.settings.grace_s)
+        leftover = self._running_tasks()
         for job in list(self._running_jobs.values()):
-            self._cancel_job(job, "shutdown")
+            self._cancel_job(job, Stop.SHUTDOWN)
         if leftover:
             log.warning("grace period over: cancelled and requeued %d tasks", len(leftover))
-            await asyncio.gather(*leftover, return_exceptions=True)
+            await asyncio.wait(leftover, timeout=CANCEL_DEADLINE_S)
+            self._abandon(list(self._running_jobs.values()))
         await self._flush_acks()
         await self._deregister()
+
+    def _abandon(self, jobs: list[Job]) -> None:
+        """Requeue tasks that would not end when cancelled; the worker exits without them."""
+        if not jobs:
+            return
+        log.error("%d tasks still running after %.0f s of cancellation (they swallow "
+                  "CancelledError); requeued, and left behind: %s", len(jobs),
+                  CANCEL_DEADLINE_S, " ".join(job.id for job in jobs[:10]))
+        for job in jobs:
+            self._running_jobs.pop(job.lease, None)
+            self._settle(job, self.app.tasks[job.name], Verdict(Finish.REQUEUE), b"")
+        self.abandoned += len(jobs)
+
+    def _running_tasks(self) -> list[asyncio.Task[None]]:
+        return [job.task for job in self._running_jobs.values() if job.task is not None]
+
+    async def _wait_running(self, grace_s: float) -> None:
+        running = self._running_tasks()
+        if running:
+            log.info("waiting up to %.1f s for %d running tasks", grace_s, len(running))
+            await asyncio.wait(running, timeout=grace_s)
 
     async def _flush_acks(self) -> None:
         ack_tasks = [t for t in self._background if t.get_name().startswith("corral:ack:")]
@@ -206,8 +234,7 @@ class Worker:
         fetch_tasks = [t for t in self._background if t.get_name().startswith("corral:fetch:")]
         await asyncio.gather(*fetch_tasks, return_exceptions=True)
         for q in self._queues.values():
-            q.closing = True
-            q.ack_wanted.set()
+            q.acks.close()
         # Acks wait for Redis as long as the pod's termination grace allows.
         await asyncio.gather(*ack_tasks, return_exceptions=True)
 
@@ -228,7 +255,8 @@ class Worker:
                 continue
             q.wake.clear()
             try:
-                claimed = await self._broker.claim(q.keys, room, self._lease_ms)
+                with self._watch.pass_of(f"claim:{q.keys.queue}", self._pass_deadline_s):
+                    claimed = await self._broker.claim(q.keys, room, self._lease_ms)
             except (RedisError, OSError) as exc:
                 await asyncio.sleep(self._health.failed(exc, "claim"))
                 continue
@@ -247,23 +275,30 @@ class Worker:
                 await q.wake.wait()
 
     def _accept(self, q: _Queue, jobs: list[Job]) -> None:
-        tasks = self.app.tasks
         for job in jobs:
-            q.held[job.id] = job
+            previous = q.acks.hold(job)
+            if previous is not None:  # claimed again: the old lease has passed on
+                self._lose(previous)
             if self._stopping:
-                self._acknowledge(job, Outcome(job, "q", number=1), "requeued", None)
+                self._hand_back(job)
                 continue
-            task_def = tasks.get(job.name)
-            if task_def is None:
-                self._dead_letter(job, "UnknownTask", f"no task named {job.name!r} is registered")
-            elif is_poison(job.attempts, task_def.retries):
-                self._dead_letter(
-                    job, "LeaseExpired",
-                    f"gave up after {job.attempts} attempts; leases kept running out",
-                )
-            else:
+            refusal = self._refusal(job)
+            if refusal is None:
                 self._scheduler.push(job.queue, job.priority, job)
+            else:
+                self._dead_letter(job, *refusal)
         self._dispatch()
+
+    def _refusal(self, job: Job) -> tuple[str, str] | None:
+        """Why a claimed task must not run (error type and message), or None."""
+        task_def = self.app.tasks.get(job.name)
+        if task_def is None:
+            return "UnknownTask", f"no task named {job.name!r} is registered"
+        if is_poison(job.attempts, task_def.retries):
+            return "LeaseExpired", (
+                f"gave up after {job.attempts} attempts; leases kept running out"
+            )
+        return None
 
     def _dispatch(self) -> None:
         """Start buffered tasks while there are free slots."""
@@ -285,7 +320,7 @@ class Worker:
         if time.monotonic() - q.renewed_at > self.settings.lease_s * SELF_FENCE_SHARE:
             # Leases not renewed for too long may have passed to another worker: a
             # prefetched task is handed back, not started (the sweep stops running ones).
-            self._acknowledge(job, Outcome(job, "q", number=1), "requeued", None)
+            self._hand_back(job)
             return
         task_def = self.app.tasks[job.name]
         try:
@@ -293,12 +328,12 @@ class Worker:
         except PayloadError as exc:
             self._dead_letter(job, "PayloadError", str(exc))
             return
-        started_at = time.monotonic()
-        job.started_at = started_at
-        if task_def.timeout_s is not None:
-            job.deadline = started_at + task_def.timeout_s
+        if task_def.is_async:  # a plain function's clock starts when it gets a thread
+            job.started_at = started_at = time.monotonic()
+            if task_def.timeout_s is not None:
+                job.deadline = started_at + task_def.timeout_s
         q.running += 1
-        self._running_jobs[job.id] = job
+        self._running_jobs[job.lease] = job
         self.metrics.started(q.keys.queue, time.time() - job.ready_ms / 1000)
         job.task = asyncio.create_task(
             self._execute(q, job, task_def, args, kwargs), name=f"corral:task:{job.name}:{job.id}"
@@ -309,117 +344,86 @@ class Worker:
     async def _execute(
         self, q: _Queue, job: Job, task_def: TaskDef, args: list[Any], kwargs: dict[str, Any]
     ) -> None:
+        data = b""
+        raised: TaskError | None = None
         try:
-            if task_def.is_async:
-                result = await task_def.fn(*args, **kwargs)
-            else:
-                assert self._executor is not None
-                result = await asyncio.get_running_loop().run_in_executor(
-                    self._executor, functools.partial(task_def.fn, *args, **kwargs)
-                )
-            data = encode_result(result)
+            data = encode_result(await self._call(job, task_def, args, kwargs))
         except asyncio.CancelledError:
-            reason = job.cancel_reason
-            if reason is None:
-                raise
             current = asyncio.current_task()
-            if current is not None:
+            if job.cancel_reason is None and current is not None and current.cancelling():
+                raise  # cancelled from outside the worker: the event loop is closing
+            if current is not None and job.cancel_reason is not None:
                 current.uncancel()
-            self._on_cancelled(job, task_def, reason)
+            # Raised by the task itself (it awaited something cancelled) unless the worker
+            # cancelled it: decide() weighs it by the worker's reason, if there is one.
+            raised = TaskError("CancelledError", "", traceback.format_exc())  # str() is ""
         except BaseException as exc:  # a task that raises anything is recorded; the worker goes on
-            self._on_error(job, task_def, type(exc).__name__, str(exc), traceback.format_exc())
-        else:
-            self._acknowledge(
-                job, Outcome(job, "s", data, int(task_def.result_ttl_s * 1000)), "succeeded",
-                task_def,
-            )
+            raised = TaskError(type(exc).__name__, str(exc), traceback.format_exc())
         finally:
             q.running -= 1
-            self._running_jobs.pop(job.id, None)
-            if not self._stopping:
-                self._dispatch()
+            self._running_jobs.pop(job.lease, None)
+        verdict = decide(task_def, job.attempts, raised, job.cancel_reason)
+        self._settle(job, task_def, verdict, data)
+        if not self._stopping:
+            self._dispatch()
 
-    def _on_cancelled(self, job: Job, task_def: TaskDef, reason: str) -> None:
-        if reason == "timeout":
-            self._on_error(
-                job, task_def, "TimeoutError",
-                f"task exceeded its timeout of {task_def.timeout_s} s", "",
-                timed_out=True,
-            )
-        elif reason == "cancel":
-            error = encode_error("CancelledError", "cancelled on request")
-            ttl_ms = int(task_def.result_ttl_s * 1000)
-            self._acknowledge(job, Outcome(job, "c", error, ttl_ms), "cancelled", task_def)
-        else:  # shutdown, or the lease may have passed to another worker
-            self._acknowledge(job, Outcome(job, "q", number=0), "requeued", task_def)
-
-    def _on_error(
-        self,
-        job: Job,
-        task_def: TaskDef,
-        type_name: str,
-        message: str,
-        tb: str,
-        timed_out: bool = False,
-    ) -> None:
-        error = encode_error(type_name, message, tb)
-        decision = after_failure(
-            job.attempts,
-            task_def.retries,
-            task_def.dead_letter,
-            task_def.retry_backoff_s,
-            task_def.retry_backoff_max_s,
+    async def _call(
+        self, job: Job, task_def: TaskDef, args: list[Any], kwargs: dict[str, Any]
+    ) -> Any:
+        if task_def.is_async:
+            return await task_def.fn(*args, **kwargs)
+        # The clock starts when a thread is free, not while it waits for one.
+        return await self._threads.run(
+            functools.partial(task_def.fn, *args, **kwargs),
+            functools.partial(_clock_starts, job, task_def.timeout_s),
         )
-        if decision.outcome == "retry":
-            outcome = Outcome(job, "r", error, int(decision.delay_s * 1000))
-            label = "retried"
-        elif decision.outcome == "dead":
-            outcome, label = Outcome(job, "d", error), "dead"
-        else:
-            outcome = Outcome(job, "f", error, int(task_def.result_ttl_s * 1000))
-            label = "failed"
-        log.log(logging.INFO if label == "retried" else logging.WARNING,
-                "task %s attempt %d failed: %s: %s -> %s", job.name, job.attempts, type_name,
-                message, label, extra={"task_id": job.id})
-        if timed_out:
-            self.metrics.finished(job.queue, job.name, "timed_out", None)
-        self._acknowledge(job, outcome, label, task_def)
+
+    def _settle(self, job: Job, task_def: TaskDef, verdict: Verdict, data: bytes) -> None:
+        """Record the verdict on an attempt that ran (once: a task abandoned at shutdown
+        is requeued, and what it does later is not recorded)."""
+        if job.settled:
+            return
+        job.settled = True
+        finish, error = verdict.finish, verdict.error
+        if error is not None:
+            data = encode_error(error.type_name, error.message, error.traceback)
+        if finish in (Finish.RETRY, Finish.DEAD, Finish.FAILED):
+            assert error is not None
+            log.log(logging.INFO if finish is Finish.RETRY else logging.WARNING,
+                    "task %s attempt %d failed: %s: %s -> %s", job.name, job.attempts,
+                    error.type_name, error.message, finish.label, extra={"task_id": job.id})
+        if verdict.timed_out:
+            self.metrics.timeouts_total[job.queue, job.name] += 1
+        outcome = Outcome(job, finish, data, verdict.ttl_ms, verdict.delay_ms)
+        self._acknowledge(outcome, task_def)
+
+    def _hand_back(self, job: Job) -> None:
+        """Requeue a task that has not started, without counting the attempt."""
+        self._acknowledge(Outcome(job, Finish.REQUEUE, give_back=True), None)
 
     def _dead_letter(self, job: Job, type_name: str, message: str) -> None:
         log.warning("task %s dead-lettered: %s: %s", job.id, type_name, message,
                     extra={"task_id": job.id})
-        self._acknowledge(job, Outcome(job, "d", encode_error(type_name, message)), "dead", None)
+        self._acknowledge(Outcome(job, Finish.DEAD, encode_error(type_name, message)), None)
 
-    def _acknowledge(
-        self, job: Job, outcome: Outcome, label: str, task_def: TaskDef | None
-    ) -> None:
+    def _acknowledge(self, outcome: Outcome, task_def: TaskDef | None) -> None:
+        job = outcome.job
         duration_s = time.monotonic() - job.started_at if job.started_at else None
-        self.metrics.finished(job.queue, job.name if task_def else "-", label, duration_s)
-        q = self._queues[job.queue]
-        q.acks.append(outcome)
-        q.ack_wanted.set()
+        self.metrics.finished(job.queue, job.name if task_def else "-", outcome.finish.label,
+                              duration_s)
+        self._queues[job.queue].acks.add(outcome)
 
     async def _ack_loop(self, q: _Queue) -> None:
         """Send finished outcomes in batches: whatever piled up while the last call ran."""
-        while True:
-            if not q.acks:
-                # Checked before every wait: a wake-up for closing may have been consumed
-                # while the last batch was being sent.
-                if q.closing:
-                    return
-                await q.ack_wanted.wait()
-                q.ack_wanted.clear()
-                continue
-            batch, q.acks = q.acks[:MAX_ACK_BATCH], q.acks[MAX_ACK_BATCH:]
-            stale = await self._finish(q, batch)
-            for outcome in batch:
-                q.held.pop(outcome.job.id, None)
+        while (batch := await q.acks.next_batch(MAX_ACK_BATCH)) is not None:
+            # Retries while Redis is away: a pass past the deadline means not ready.
+            with self._watch.pass_of(f"ack:{q.keys.queue}", self._pass_deadline_s):
+                stale = await self._finish(q, batch)
+            q.acks.release(batch)
             if stale:
                 self.metrics.lease_takeovers += len(stale)
                 log.warning("%d finished tasks had been taken over by another worker "
                             "(possible duplicate runs): %s", len(stale), " ".join(stale[:10]))
-            if q.acks:
-                q.ack_wanted.set()
 
     async def _finish(self, q: _Queue, batch: list[Outcome]) -> list[str]:
         """Record a batch, retrying while Redis is away. An error Redis answers with (a
@@ -444,24 +448,25 @@ class Worker:
 
     # -- cancellation, timeouts, leases -------------------------------------------------
 
-    def _cancel_job(self, job: Job, reason: str) -> None:
+    def _cancel_job(self, job: Job, reason: Stop) -> None:
         if job.task is not None and not job.task.done() and job.cancel_reason is None:
             job.cancel_reason = reason
             job.task.cancel()
 
     def _cancel_by_id(self, queue: str, task_id: str) -> None:
         """A cancel request: cancel it if running here, or drop it if only buffered."""
-        job = self._running_jobs.get(task_id)
-        if job is not None and job.queue == queue:
-            self._cancel_job(job, "cancel")
+        running = [job for job in self._running_jobs.values()
+                   if job.id == task_id and job.queue == queue]
+        for job in running:
+            self._cancel_job(job, Stop.REQUEST)
+        if running:
             return
         for removed in self._scheduler.remove(queue, lambda j: j.id == task_id):
             # Only registered tasks reach the buffer, so the task's own result TTL applies.
             task_def = self.app.tasks[removed.name]
             error = encode_error("CancelledError", "cancelled before it started")
             ttl_ms = int(task_def.result_ttl_s * 1000)
-            self._acknowledge(removed, Outcome(removed, "c", error, ttl_ms), "cancelled",
-                              task_def)
+            self._acknowledge(Outcome(removed, Finish.CANCELLED, error, ttl_ms), task_def)
 
     async def _sweep_loop(self) -> None:
         """Cancel tasks past their timeout, and stop tasks whose lease may be lost."""
@@ -471,35 +476,27 @@ class Worker:
             now = time.monotonic()
             for job in list(self._running_jobs.values()):
                 if job.deadline and now > job.deadline:
-                    self._cancel_job(job, "timeout")
+                    self._cancel_job(job, Stop.TIMEOUT)
                 elif now - self._queues[job.queue].renewed_at > fence_s:
-                    self._cancel_job(job, "lease_lost")
+                    self._cancel_job(job, Stop.LEASE_LOST)
 
     async def _heartbeat_loop(self) -> None:
-        settings = self.settings
         while True:
-            for q in self._queues.values():
-                await self._heartbeat(q)
-            await asyncio.sleep(settings.heartbeat_s)
+            # All queues at once: one whose calls hang does not hold the others' leases up.
+            with self._watch.pass_of("heartbeat", self._pass_deadline_s):
+                await asyncio.gather(*(self._heartbeat(q) for q in self._queues.values()))
+            await asyncio.sleep(self.settings.heartbeat_s)
 
     async def _heartbeat(self, q: _Queue) -> None:
         settings = self.settings
         sent_at = time.monotonic()
-        registry: dict[str, str | int] = {
-            "queues": ",".join(settings.queues),
-            "concurrency": settings.concurrency,
-            "in_flight": len(q.held),
-            "running": q.running,
-            "started_ms": self._started_ms,
-            "heartbeat_ms": now_ms(),
-            "pid": os.getpid(),
-        }
+        held = list(q.acks.held.values())
         try:
             upkeep = await self._broker.heartbeat(
                 q.keys,
                 settings.worker_id,
-                list(q.held.values()),
-                registry,
+                held,
+                self._registry_entry(q),
                 self._lease_ms,
                 int(settings.registry_ttl_s * 1000),
                 int(self.app.result_ttl_s * 1000),
@@ -509,46 +506,50 @@ class Worker:
             return
         self._health.succeeded()
         q.renewed_at = sent_at
+        self._apply_upkeep(q, upkeep, held)
+
+    def _registry_entry(self, q: _Queue) -> dict[str, str | int]:
+        settings = self.settings
+        return {
+            "queues": ",".join(settings.queues),
+            "concurrency": settings.concurrency,
+            "in_flight": len(q.acks.held),
+            "running": q.running,
+            "started_ms": self._started_ms,
+            "heartbeat_ms": now_ms(),
+            "pid": os.getpid(),
+        }
+
+    def _apply_upkeep(self, q: _Queue, upkeep: Upkeep, held: list[Job]) -> None:
         self.metrics.backlog[q.keys.queue] = upkeep.backlog
         if upkeep.requeued:
             log.info("requeued %d tasks of %s whose lease ran out", upkeep.requeued,
                      q.keys.queue)
         for task_id in upkeep.cancelled:
             self._cancel_by_id(q.keys.queue, task_id)
-        for task_id in upkeep.lost:
-            job = self._running_jobs.get(task_id)
-            if job is not None:
-                self._cancel_job(job, "lease_lost")
+        for job in lost_leases(held, upkeep.lost):
+            self._lose(job)
         if upkeep.backlog and not self._stopping:
             q.wake.set()
 
+    def _lose(self, job: Job) -> None:
+        """The lease on ``job`` has passed to another worker: stop it if it runs here,
+        drop it if it has not started (there is nothing to record: the lease is gone)."""
+        if job.task is not None:
+            self._cancel_job(job, Stop.LEASE_LOST)
+            return
+        q = self._queues[job.queue]
+        if self._scheduler.remove(job.queue, lambda buffered: buffered is job):
+            log.warning("task %s was taken over by another worker before it started; "
+                        "dropped here", job.id, extra={"task_id": job.id})
+            q.acks.forget(job)
+
     async def _listen_loop(self) -> None:
         """Wake fetchers on ``wake`` messages; cancel tasks on ``cancel`` messages."""
-        channels = {}
-        for q in self._queues.values():
-            channels[q.keys.wake_channel] = q
-            channels[q.keys.cancel_channel] = q
-        while True:
-            pubsub = self._broker.redis.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.subscribe(*channels)
-                for q in self._queues.values():
-                    q.wake.set()  # anything published while unsubscribed is looked for now
-                while True:
-                    message = await pubsub.get_message(timeout=None)
-                    if message is None:
-                        continue
-                    channel = message["channel"].decode()
-                    q = channels[channel]
-                    if channel == q.keys.wake_channel:
-                        q.wake.set()
-                    else:
-                        self._cancel_by_id(q.keys.queue, message["data"].decode())
-            except (RedisError, OSError) as exc:
-                await asyncio.sleep(self._health.failed(exc, "subscribe"))
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+        wake = {q.keys.wake_channel: q.wake for q in self._queues.values()}
+        cancel = {q.keys.cancel_channel: functools.partial(self._cancel_by_id, q.keys.queue)
+                  for q in self._queues.values()}
+        await listen(self._broker.redis, wake, cancel, self._health)
 
     async def _lag_loop(self) -> None:
         while True:
@@ -566,12 +567,29 @@ class Worker:
     def _prefetched_counts(self) -> dict[str, int]:
         return {name: self._scheduler.count(name) for name in self._queues}
 
+    @property
+    def _pass_deadline_s(self) -> float:
+        """How long one pass of a loop may take: a few Redis calls' deadlines."""
+        return 3 * self.settings.redis_timeout_s
+
     def _readiness(self) -> tuple[bool, str]:
         if self._stopping:
             return False, "draining"
         if not self._health.reachable:
             return False, "redis unreachable"
+        overdue = self._watch.overdue()
+        if overdue:
+            return False, "stalled: " + ", ".join(overdue)
         return True, "claiming"
+
+
+def _clock_starts(job: Job, timeout_s: float | None) -> None:
+    """The task starts running now (called in a pool thread for plain functions: two
+    float stores, read by the sweep)."""
+    started_at = time.monotonic()
+    job.started_at = started_at
+    if timeout_s is not None:
+        job.deadline = started_at + timeout_s
 
 
 def run_worker(app: App, settings: WorkerSettings, loop_factory: Callable[[], Any] | None = None
@@ -584,5 +602,17 @@ def run_worker(app: App, settings: WorkerSettings, loop_factory: Callable[[], An
             loop_factory = uvloop.new_event_loop
         except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
             loop_factory = None
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(Worker(app, settings).run())
+    worker = Worker(app, settings)
+    runner = asyncio.Runner(loop_factory=loop_factory)
+    try:
+        runner.run(worker.run())
+    except BaseException:
+        runner.close()
+        raise
+    if worker.left_running:
+        # Closing the loop would wait for tasks that ignore cancellation, and the
+        # interpreter's exit for threads that never return: neither may hold the exit up.
+        log.warning("exiting with %d tasks or threads still running", worker.left_running)
+        logging.shutdown()
+        os._exit(0)
+    runner.close()

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from corral import defaults
 from corral.keys import validate_queue_name
 from corral.serialization import DEFAULT_MAX_PAYLOAD_BYTES
+
+DEFAULT_QUEUES = {"default": 1}
+# Loopback unless asked otherwise; the operator's pods bind 0.0.0.0.
+DEFAULT_METRICS_HOST = "127.0.0.1"
 
 
 def parse_queue_weights(text: str) -> dict[str, int]:
@@ -34,18 +40,34 @@ def parse_queue_weights(text: str) -> dict[str, int]:
     return weights
 
 
+def default_worker_id() -> str:
+    """The pod name on Kubernetes, where the operator matches registry entries to pods by
+    it; elsewhere hostname-pid, so two workers on one host keep entries of their own."""
+    pod_name = os.environ.get("POD_NAME")
+    if pod_name:
+        return pod_name
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return socket.gethostname()  # a pod's hostname is its name
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
 class WorkerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     redis_url: str
-    queues: dict[str, int] = Field(default_factory=lambda: {"default": 1})
-    concurrency: int = Field(50, ge=1, le=10_000)
-    batch_size: int = Field(25, ge=1, le=1_000)
-    lease_s: float = Field(30.0, ge=2.0, le=86_400.0)
-    grace_s: float = Field(30.0, ge=0.0, le=86_400.0)
-    metrics_host: str = "127.0.0.1"
-    metrics_port: int | None = Field(9100, ge=0, le=65_535)
-    worker_id: str = Field(default_factory=socket.gethostname, min_length=1, max_length=253)
+    queues: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_QUEUES))
+    concurrency: int = Field(
+        defaults.CONCURRENCY.default, ge=defaults.CONCURRENCY.min, le=defaults.CONCURRENCY.max)
+    batch_size: int = Field(
+        defaults.BATCH_SIZE.default, ge=defaults.BATCH_SIZE.min, le=defaults.BATCH_SIZE.max)
+    lease_s: float = Field(
+        float(defaults.LEASE_S.default), ge=defaults.LEASE_S.min, le=defaults.LEASE_S.max)
+    grace_s: float = Field(
+        float(defaults.GRACE_S.default), ge=defaults.GRACE_S.min, le=defaults.GRACE_S.max)
+    metrics_host: str = DEFAULT_METRICS_HOST
+    # 0 picks a free port; None serves nothing.
+    metrics_port: int | None = Field(defaults.METRICS_PORT, ge=0, le=65_535)
+    worker_id: str = Field(default_factory=default_worker_id, min_length=1, max_length=253)
     # A safety net only: the heartbeat (every heartbeat_s) already wakes an idle queue
     # that has backlog, and a wake message or the next due time wakes it sooner.
     idle_poll_s: float = Field(30.0, gt=0.0, le=300.0)
@@ -71,6 +93,11 @@ class WorkerSettings(BaseModel):
     @property
     def registry_ttl_s(self) -> float:
         return self.heartbeat_s * 3
+
+    @property
+    def redis_timeout_s(self) -> float:
+        """The deadline of each Redis call: a heartbeat later than that is no use."""
+        return max(1.0, min(self.heartbeat_s, 5.0))
 
 
 LogFormat = Literal["text", "json"]
