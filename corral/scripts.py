@@ -12,7 +12,7 @@ from redis.commands.core import AsyncScript
 
 from corral.connection import is_cluster
 
-_NAMES = ("enqueue", "claim", "finish", "heartbeat", "cancel", "depths", "dlq")
+_NAMES = ("enqueue", "claim", "finish", "heartbeat", "cancel", "depths", "dlq", "progress")
 
 
 ScriptCall = tuple[AsyncScript, Sequence[Any], Sequence[Any]]  # script, keys, args
@@ -43,6 +43,7 @@ class Scripts:
     cancel: AsyncScript
     depths: AsyncScript
     dlq: AsyncScript
+    progress: AsyncScript
 
     @classmethod
     def register(cls, redis: Redis) -> Scripts:

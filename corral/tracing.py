@@ -1,23 +1,24 @@
 """OpenTelemetry tracing, when ``opentelemetry-api`` is installed (``corral[otel]``):
 ``enqueue`` runs in a producer span whose context travels in the task's payload, and
 the worker runs each attempt in a consumer span linked to it as its child. Attributes
-follow the OpenTelemetry messaging semantic conventions. Without the package every
-function here is a no-op that costs one attribute check.
+follow the OpenTelemetry messaging semantic conventions. Without the package, or
+with it but no TracerProvider set, every function here is a no-op.
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 try:
     from opentelemetry import propagate, trace
-    from opentelemetry.trace import SpanKind, Status, StatusCode
+    from opentelemetry.trace import ProxyTracerProvider, SpanKind, Status, StatusCode
 
-    ENABLED = True
+    INSTALLED = True
 except ImportError:  # the extra is not installed
-    ENABLED = False
+    INSTALLED = False
 
 SYSTEM = "corral"
 Carrier = dict[str, str]
@@ -26,11 +27,32 @@ Carrier = dict[str, str]
 _provider: Any = None  # None: the global TracerProvider
 
 
+_RECHECK_S = 1.0
+_active = (False, -_RECHECK_S)  # the answer, and time.monotonic() when it was found
+
+
+def active() -> bool:
+    """Whether spans are made: the API is installed and a TracerProvider is set (the
+    API alone, as many applications have it through other packages, costs nothing).
+    Looked up at most once a second: OpenTelemetry reads the environment each time."""
+    global _active
+    if not INSTALLED:
+        return False
+    answer, at = _active
+    now = time.monotonic()
+    if now - at >= _RECHECK_S:
+        answer = _provider is not None or not isinstance(
+            trace.get_tracer_provider(), ProxyTracerProvider)
+        _active = (answer, now)
+    return answer
+
+
 def use_tracer_provider(provider: Any) -> None:
     """Send Corral's spans to ``provider`` instead of the global one (None: back to the
     global one); for tests and for processes that keep several providers."""
-    global _provider
+    global _provider, _active
     _provider = provider
+    _active = (False, -_RECHECK_S)  # look again at the next call
 
 
 def _tracer() -> Any:
@@ -63,7 +85,7 @@ _OFF = Publish()
 @contextlib.contextmanager
 def producing(task_name: str) -> Iterator[Publish]:
     """A producer span around an enqueue call; its ``carrier`` goes into the payload."""
-    if not ENABLED:
+    if not active():
         yield _OFF
         return
     attributes = {
@@ -83,7 +105,7 @@ def producing(task_name: str) -> Iterator[Publish]:
 def consuming(queue: str, task_name: str, task_id: str, attempt: int,
               carrier: Mapping[str, str] | None) -> Iterator[None]:
     """A consumer span around one attempt, the child of the producer's span."""
-    if not ENABLED:
+    if not active():
         yield
         return
     parent = propagate.extract(dict(carrier)) if carrier else None
