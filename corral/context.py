@@ -11,37 +11,71 @@ import contextvars
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 # (queue, task id, fraction, message): the worker writes the latest with its next flush.
 ProgressSink = Callable[[str, str, float, str], None]
 MAX_PROGRESS_MESSAGE = 500
 
 
-# Not frozen: a frozen dataclass's __init__ costs more, and this is made for every attempt.
-@dataclass(slots=True)
-class TaskContext:
-    """The running attempt. ``attempt`` is 1 on the first run."""
+class Attempt(Protocol):
+    """What the worker holds for a running attempt (its claimed job)."""
 
-    id: str
-    name: str
-    queue: str
-    attempt: int
-    enqueued_at_ms: int  # when it became ready to run (Redis's clock)
-    # time.monotonic() at which the attempt times out, 0 without a timeout; a callable
-    # because a plain function's clock starts only once it has a thread.
-    _deadline_monotonic: Callable[[], float] = field(repr=False, compare=False)
-    _progress: ProgressSink = field(repr=False, compare=False)
+    @property
+    def id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def queue(self) -> str: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def ready_ms(self) -> int: ...
+    @property
+    def deadline(self) -> float: ...  # time.monotonic() of the timeout, 0 for none
+
+
+class TaskContext:
+    """The running attempt, as ``current_task()`` returns it. ``attempt`` is 1 on the
+    first run. A view of the worker's own record of the attempt: made only when asked
+    for, so an attempt that never asks costs nothing."""
+
+    __slots__ = ("_attempt", "_progress")
+
+    def __init__(self, attempt: Attempt, progress: ProgressSink) -> None:
+        self._attempt = attempt
+        self._progress = progress
+
+    def __repr__(self) -> str:
+        return f"TaskContext(id={self.id!r}, name={self.name!r}, attempt={self.attempt})"
+
+    @property
+    def id(self) -> str:
+        return self._attempt.id
+
+    @property
+    def name(self) -> str:
+        return self._attempt.name
+
+    @property
+    def queue(self) -> str:
+        return self._attempt.queue
+
+    @property
+    def attempt(self) -> int:
+        return self._attempt.attempts
 
     @property
     def enqueued_at(self) -> datetime:
-        return datetime.fromtimestamp(self.enqueued_at_ms / 1000, UTC)
+        """When it became ready to run (Redis's clock)."""
+        return datetime.fromtimestamp(self._attempt.ready_ms / 1000, UTC)
 
     @property
     def deadline(self) -> datetime | None:
-        """When the attempt times out; None without a timeout."""
-        at = self._deadline_monotonic()
+        """When the attempt times out; None without a timeout (a plain function's clock
+        starts only once it has a thread)."""
+        at = self._attempt.deadline
         if not at:
             return None
         return datetime.now(UTC) + timedelta(seconds=at - time.monotonic())
@@ -71,3 +105,8 @@ def current_task() -> TaskContext:
 def entering(context: TaskContext) -> contextvars.Token[TaskContext]:
     """Set the current task (the worker calls this in the task's own context)."""
     return _current.set(context)
+
+
+def leaving(token: contextvars.Token[TaskContext]) -> None:
+    """Undo :func:`entering` at the end of the attempt."""
+    _current.reset(token)

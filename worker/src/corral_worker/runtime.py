@@ -17,9 +17,10 @@ from prometheus_client.registry import CollectorRegistry
 from redis.asyncio import Redis
 from redis.exceptions import ReadOnlyError, RedisError, ResponseError
 
+from corral import tracing
 from corral.app import App, TaskDef
 from corral.connection import connect, redact
-from corral.context import TaskContext
+from corral.context import TaskContext, entering, leaving
 from corral.keys import QueueKeys, queue_keys
 from corral.scripts import Scripts
 from corral.serialization import (
@@ -40,7 +41,7 @@ from corral_worker.progress import ProgressWriter
 from corral_worker.resilience import LoopWatch, RedisHealth, survive
 from corral_worker.scheduler import LocalScheduler
 from corral_worker.settings import WorkerSettings
-from corral_worker.taskcall import call_task
+from corral_worker.taskcall import RunInThread, bare, call_wrapped
 from corral_worker.threads import ThreadRunner
 
 log = logging.getLogger("corral_worker")
@@ -382,12 +383,24 @@ class Worker:
             self._dispatch()
 
     async def _call(self, job: Job, task_def: TaskDef, call: Call) -> Any:
-        context = TaskContext(job.id, job.name, job.queue, job.attempts, job.ready_ms,
-                              lambda: job.deadline, self._progress.report)
+        context = TaskContext(job, self._progress.report)
+        token = entering(context)  # in this attempt's own asyncio context
+        try:
+            if self.app.middleware or tracing.active():
+                return await call_wrapped(self.app, task_def, context, call,
+                                          self._in_thread(job, task_def))
+            if task_def.is_async:  # the hot path: nothing around it
+                return await task_def.fn(*call.args, **call.kwargs)
+            return await bare(task_def, call, self._in_thread(job, task_def))
+        finally:
+            # Else the asyncio task's context keeps the TaskContext, which refers back to
+            # the job that holds the task: a cycle per attempt for the GC to find.
+            leaving(token)
+
+    def _in_thread(self, job: Job, task_def: TaskDef) -> RunInThread:
         # A plain function's clock starts when a thread is free, not while it waits.
         started = functools.partial(_clock_starts, job, task_def.timeout_s)
-        return await call_task(self.app, task_def, context, call,
-                               lambda fn: self._threads.run(fn, started))
+        return functools.partial(self._threads.run, on_start=started)
 
     def _settle(self, job: Job, task_def: TaskDef, verdict: Verdict, data: bytes) -> None:
         """Record the verdict on an attempt that ran (once: a task abandoned at shutdown

@@ -12,7 +12,7 @@ from typing import Any, cast
 
 from corral import tracing
 from corral.app import App, TaskDef
-from corral.context import TaskContext, entering
+from corral.context import TaskContext
 from corral.serialization import Call
 
 log = logging.getLogger("corral.worker")
@@ -20,17 +20,15 @@ log = logging.getLogger("corral.worker")
 RunInThread = Callable[[Callable[[], Any]], Awaitable[Any]]
 
 
-async def call_task(app: App, task_def: TaskDef, context: TaskContext, call: Call,
-                    run_in_thread: RunInThread) -> Any:
-    """Run the attempt in the current asyncio task (whose context it changes)."""
-    entering(context)
+async def call_wrapped(app: App, task_def: TaskDef, context: TaskContext, call: Call,
+                       run_in_thread: RunInThread) -> Any:
+    """The attempt with what the App puts around it: a consumer span when tracing, then
+    the middleware."""
     if tracing.active():
         with tracing.consuming(context.queue, context.name, context.id, context.attempt,
                                call.trace):
             return await _wrapped(app, task_def, context, call, run_in_thread)
-    if app.middleware:
-        return await _wrapped(app, task_def, context, call, run_in_thread)
-    return await _bare(task_def, call, run_in_thread)  # the hot path: nothing around it
+    return await _wrapped(app, task_def, context, call, run_in_thread)
 
 
 async def _wrapped(app: App, task_def: TaskDef, context: TaskContext, call: Call,
@@ -38,7 +36,7 @@ async def _wrapped(app: App, task_def: TaskDef, context: TaskContext, call: Call
     for layer in app.middleware:
         await layer.before(context)
     try:
-        result = await _bare(task_def, call, run_in_thread)
+        result = await bare(task_def, call, run_in_thread)
     except BaseException as exc:
         await _after(app, context, None, exc)
         raise
@@ -46,10 +44,12 @@ async def _wrapped(app: App, task_def: TaskDef, context: TaskContext, call: Call
     return result
 
 
-def _bare(task_def: TaskDef, call: Call, run_in_thread: RunInThread) -> Awaitable[Any]:
+def bare(task_def: TaskDef, call: Call, run_in_thread: RunInThread) -> Awaitable[Any]:
+    """The task itself: an ``async def`` awaited, a plain function on a thread (which
+    sees ``current_task()`` too)."""
     if task_def.is_async:
         return cast(Awaitable[Any], task_def.fn(*call.args, **call.kwargs))
-    run = contextvars.copy_context().run  # the thread sees current_task() too
+    run = contextvars.copy_context().run
     return run_in_thread(functools.partial(run, task_def.fn, *call.args, **call.kwargs))
 
 
