@@ -17,7 +17,7 @@ from bench.report import (
     markdown_table,
     targets,
 )
-from bench.stats import median
+from bench.stats import median, percentile
 from bench.systems import SYSTEMS
 
 
@@ -34,6 +34,7 @@ def render(results: Results, summary: Summary, images: Mapping[str, str]) -> str
         _machine(results),
         _profile(results.get("profile")),
         _operator(results.get("operator")),
+        karpenter_section(results.get("karpenter")),
         _failures(results),
     ]
     return "\n\n".join(p.strip() for p in parts if p.strip()) + "\n"
@@ -403,6 +404,67 @@ def _keda_comparison(data: Any) -> str:
         f"| KEDA + HPA, from one replica up (HPA sync every {HPA_SYNC_S:.0f} s) | "
         f"{HPA_SYNC_S / 2:.1f} s (mean) | {HPA_SYNC_S:.0f} s |",
     ] if line)
+
+
+def karpenter_section(figures: Mapping[str, Any] | None) -> str:
+    """The operator with Karpenter, from ``bench/karpenter.py --json`` (kept in
+    bench/karpenter.json: it needs its own control plane and several minutes)."""
+    header = "## Operator with Karpenter: new nodes, and no task interrupted"
+    command = "`python bench/karpenter.py --json bench/karpenter.json`"
+    if not figures:
+        return f"{header}\n\nNot measured: run {command}."
+    first = figures["first_task"]
+    trials = first["trials"]
+    nodes = "/".join(sorted({str(t["nodes"]) for t in trials}))
+    lines = [
+        header, "",
+        f"Measured by {command} ({figures.get('measured', 'date not recorded')}) on the "
+        "test control plane with Karpenter's kwok provider (`scripts/k8s/up "
+        f"--with-karpenter`; batch window: `BATCH_IDLE_DURATION={first['batch_idle']}`, "
+        f"`BATCH_MAX_DURATION={first['batch_max']}`), the operator, and real worker processes "
+        "standing in for the pods (started when a pod is Running, SIGTERM when it is deleted).",
+        "",
+        f"**Backlog to the first task on a new node**, over {len(trials)} trials: a NodePool "
+        "with no nodes, a TaskQueue at zero replicas, 100 tasks enqueued. *Pod Running* is "
+        "until the first worker pod runs on a node Karpenter made (operator poll, the "
+        "scheduler finding no node, Karpenter's batch window, the node's launch: kwok nodes "
+        "boot at once); *first task* is until the first task's own start record, which adds "
+        "the worker process starting (Python start-up, several seconds on this busy 2-core "
+        "machine where the stand-ins for all the pods start at once):",
+        "",
+        "| to | median | p90 | min | max |",
+        "|---|---:|---:|---:|---:|",
+        *(_spread_row(label, [t[key] for t in trials if key in t])
+          for label, key in (("pod Running", "first_pod_running_s"),
+                             ("first task", "first_task_s"))),
+        "",
+        f"Nodes Karpenter launched per trial: {nodes}.",
+        "",
+        "**Load drops while long tasks run**: 4 long tasks and 32 short ones, 6 tasks per "
+        "replica, each worker running one task and prefetching one, 1-CPU pods (6 pods; "
+        "Karpenter packs them onto nodes of 1, 2 or 4 CPUs and consolidates "
+        "`WhenEmptyOrUnderutilized` after 5 s). The long tasks sit on two to four pods; "
+        "once the short ones are done, ceil(4 / 6) = 1 replica would do. The long tasks "
+        "run on for 20 s after the scale-down, while Karpenter may consolidate; "
+        "interrupted tasks are counted from the tasks' own start/finish records:",
+        "",
+        "| busy-pod protection | tasks interrupted | lowest replicas while the long tasks ran "
+        "| nodes at the peak | nodes before the long tasks ended |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for run in figures.get("load_drop", []):
+        lines.append(f"| {'on' if run['protect'] else 'off (maxDrainSeconds 0)'} | "
+                     f"{run['interrupted']} | {run['lowest_replicas']} | {run['nodes_peak']} | "
+                     f"{run['nodes_after']} |")
+    return "\n".join(lines)
+
+
+def _spread_row(label: str, values: list[float]) -> str:
+    if not values:
+        return f"| {label} | n/a | n/a | n/a | n/a |"
+    p90 = percentile(values, 90)
+    return (f"| {label} | {median(values):.1f} s | {p90:.1f} s | {min(values):.1f} s | "
+            f"{max(values):.1f} s |")
 
 
 def _failures(results: Results) -> str:

@@ -333,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
             if bench.records.is_relative_to("/dev/shm"):
                 shutil.rmtree(bench.records, ignore_errors=True)
     results["operator"] = None if args.no_operator else operator_section.run(out_dir, plan.quick)
+    results["karpenter"] = operator_section.karpenter_figures()
     results["finished"] = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     (out_dir / "results.json").write_text(json.dumps(results, indent=1, default=str))
     summary = report.summarize(results)
@@ -390,6 +391,16 @@ def versions(systems: tuple[str, ...]) -> dict[str, dict[str, str]]:
     return out
 
 
+# Sections of docs/benchmarks.md from other benchmarks (bench/soak.py, bench/admin_ops.py)
+# follow this line; a new run of this harness keeps them as they are.
+KEPT_MARKER = "<!-- Below: figures from other benchmark scripts, kept by bench/run. -->"
+
+
+def kept_sections(path: Path) -> str:
+    text = path.read_text() if path.exists() else ""
+    return "\n" + text[text.index(KEPT_MARKER):] if KEPT_MARKER in text else ""
+
+
 def _write_doc(results: dict[str, Any], summary: report.Summary, out_dir: Path,
                write_docs: bool) -> None:
     from bench import plots
@@ -399,7 +410,8 @@ def _write_doc(results: dict[str, Any], summary: report.Summary, out_dir: Path,
     doc_path = (REPO / "docs" / "benchmarks.md") if write_docs else (out_dir / "benchmarks.md")
     rel_images = {k: os.path.relpath(v, doc_path.parent) for k, v in images.items()}
     doc_path.parent.mkdir(parents=True, exist_ok=True)
-    doc_path.write_text(report.markdown(results, summary, rel_images))
+    doc_path.write_text(report.markdown(results, summary, rel_images)
+                        + kept_sections(REPO / "docs" / "benchmarks.md"))
     if write_docs:
         shutil.copy(doc_path, out_dir / "benchmarks.md")
     print(f"\nwrote {doc_path.relative_to(REPO) if doc_path.is_relative_to(REPO) else doc_path}"

@@ -77,3 +77,15 @@ def run(out_dir: Path, quick: bool = False) -> dict[str, Any]:
 def _skipped(reason: str) -> dict[str, Any]:
     print(f"operator reaction time: skipped ({reason})", flush=True)
     return {"status": "skipped", "reason": reason}
+
+
+KARPENTER_FIGURES = REPO / "bench" / "karpenter.json"
+
+
+def karpenter_figures() -> dict[str, Any] | None:
+    """The last figures of ``bench/karpenter.py`` (kept in the repository: that run
+    needs a control plane of its own and several minutes), or None."""
+    if not KARPENTER_FIGURES.exists():
+        return None
+    figures: dict[str, Any] = json.loads(KARPENTER_FIGURES.read_text())
+    return figures

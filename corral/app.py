@@ -7,11 +7,14 @@ import inspect
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar, overload
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from corral.errors import ConfigError
 from corral.hooks import Hook, Middleware
 from corral.keys import validate_queue_name
+from corral.retention import DEFAULT_DEAD_TTL_S, DEFAULT_MAX_DEAD, DEFAULT_RESULT_TTL_S
 from corral.serialization import DEFAULT_MAX_PAYLOAD_BYTES
 from corral.tasks import Task
 
@@ -21,9 +24,50 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 R = TypeVar("R")
 
-DEFAULT_RESULT_TTL_S = 86_400.0
 DEFAULT_TIMEOUT_S = 300.0
 _TASK_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:<>-]{0,199}$")
+
+# Option types: strict (no True for 1, no "5" for 5), finite, with their bounds.
+_Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+_PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+_Count = Annotated[int, Field(ge=0)]
+_PositiveCount = Annotated[int, Field(gt=0)]
+
+
+class _Options(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class _AppOptions(_Options):
+    result_ttl_s: _Seconds
+    dead_ttl_s: _PositiveSeconds
+    max_dead: _PositiveCount
+    max_payload_bytes: _PositiveCount
+
+
+class _TaskOptions(_Options):
+    """The options of ``@app.task``, under the names the decorator takes."""
+
+    queue: str
+    timeout: _PositiveSeconds | None
+    retries: _Count
+    retry_backoff: _Seconds
+    retry_backoff_max: _Seconds
+    result_ttl: _Seconds | None
+    dead_ttl: _PositiveSeconds | None
+    dead_letter: bool
+
+
+def _validated(model: type[_Options], where: str, options: dict[str, Any]) -> Any:
+    """``model(**options)``, or one ConfigError line naming the first bad option."""
+    try:
+        return model(**options)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        option = ".".join(str(part) for part in error["loc"][:1])
+        raise ConfigError(
+            f"{where}: {option}: {error['msg'].lower()} (got {error['input']!r})"
+        ) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +81,8 @@ class TaskDef:
     retries: int
     retry_backoff_s: float
     retry_backoff_max_s: float
-    result_ttl_s: float
+    result_ttl_s: float  # 0: no result is kept
+    dead_ttl_s: float
     dead_letter: bool
     is_async: bool
 
@@ -49,21 +94,30 @@ class App:
         self,
         *,
         result_ttl_s: float = DEFAULT_RESULT_TTL_S,
+        dead_ttl_s: float = DEFAULT_DEAD_TTL_S,
+        max_dead: int = DEFAULT_MAX_DEAD,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         on_startup: Sequence[Hook] = (),
         on_shutdown: Sequence[Hook] = (),
         middleware: Sequence[Middleware] = (),
     ) -> None:
-        if result_ttl_s <= 0:
-            raise ConfigError("result_ttl_s must be positive")
+        """Defaults for every task: ``result_ttl_s`` how long a finished task's record
+        (with its result) is kept, 0 for not at all; ``dead_ttl_s`` how long a dead one
+        is; ``max_dead`` the most dead tasks one queue keeps (see corral.retention)."""
+        options = _validated(_AppOptions, "App", {
+            "result_ttl_s": result_ttl_s, "dead_ttl_s": dead_ttl_s, "max_dead": max_dead,
+            "max_payload_bytes": max_payload_bytes,
+        })
+        self.result_ttl_s: float = options.result_ttl_s
+        self.dead_ttl_s: float = options.dead_ttl_s
+        self.max_dead: int = options.max_dead
+        self.max_payload_bytes: int = options.max_payload_bytes
         for hook in (*on_startup, *on_shutdown):
             if not inspect.iscoroutinefunction(hook):
                 raise ConfigError(f"lifecycle hook {hook!r} must be an async function")
         for layer in middleware:
             if not isinstance(layer, Middleware):
                 raise ConfigError(f"middleware {layer!r} must be a corral.Middleware")
-        self.result_ttl_s = result_ttl_s
-        self.max_payload_bytes = max_payload_bytes
         self.on_startup = tuple(on_startup)
         self.on_shutdown = tuple(on_shutdown)
         self.middleware = tuple(middleware)
@@ -90,6 +144,7 @@ class App:
         retry_backoff: float = 1.0,
         retry_backoff_max: float = 300.0,
         result_ttl: float | None = None,
+        dead_ttl: float | None = None,
         dead_letter: bool = True,
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
@@ -105,35 +160,50 @@ class App:
         retry_backoff: float = 1.0,
         retry_backoff_max: float = 300.0,
         result_ttl: float | None = None,
+        dead_ttl: float | None = None,
         dead_letter: bool = True,
     ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
         """Register a function as a task. ``retries`` failed attempts are retried with
         exponential backoff (``retry_backoff`` seconds doubling up to ``retry_backoff_max``,
-        with jitter); after the last one the task goes to the dead-letter queue, or ends
-        ``failed`` when ``dead_letter=False``. Plain ``def`` functions run in a thread pool.
+        with jitter); after the last one the task goes to the dead-letter queue (kept
+        ``dead_ttl`` seconds), or ends ``failed`` when ``dead_letter=False``. A finished
+        task's result is kept ``result_ttl`` seconds (0: not at all; None: the app's).
+        Plain ``def`` functions run in a thread pool. Bad options raise ConfigError.
         Returns a :class:`corral.tasks.Task`: call it as the function, or
         ``await it.enqueue(...)`` with arguments checked against its signature."""
+        options = {
+            "queue": queue, "timeout": timeout, "retries": retries,
+            "retry_backoff": retry_backoff, "retry_backoff_max": retry_backoff_max,
+            "result_ttl": result_ttl, "dead_ttl": dead_ttl, "dead_letter": dead_letter,
+        }
 
         def register(func: Callable[P, R]) -> Task[P, R]:
             task_name = name or f"{func.__module__}.{func.__qualname__}"
-            if not _TASK_NAME.match(task_name):
+            if not isinstance(task_name, str) or not _TASK_NAME.match(task_name):
                 raise ConfigError(f"invalid task name {task_name!r}")
             if task_name in self.tasks:
                 raise ConfigError(f"task {task_name!r} is registered twice")
-            if timeout is not None and timeout <= 0:
-                raise ConfigError(f"task {task_name!r}: timeout must be positive or None")
-            if retries < 0:
-                raise ConfigError(f"task {task_name!r}: retries must be >= 0")
+            where = f"task {task_name!r}"
+            checked: _TaskOptions = _validated(_TaskOptions, where, options)
+            try:
+                task_queue = validate_queue_name(checked.queue)
+            except ValueError as exc:
+                raise ConfigError(f"{where}: queue: {exc}") from None
+            if checked.retry_backoff_max < checked.retry_backoff:
+                raise ConfigError(f"{where}: retry_backoff_max must be >= retry_backoff "
+                                  f"(got {checked.retry_backoff_max!r})")
             definition = self.tasks[task_name] = TaskDef(
                 name=task_name,
                 fn=func,
-                queue=validate_queue_name(queue),
-                timeout_s=timeout,
-                retries=retries,
-                retry_backoff_s=retry_backoff,
-                retry_backoff_max_s=retry_backoff_max,
-                result_ttl_s=result_ttl or self.result_ttl_s,
-                dead_letter=dead_letter,
+                queue=task_queue,
+                timeout_s=checked.timeout,
+                retries=checked.retries,
+                retry_backoff_s=checked.retry_backoff,
+                retry_backoff_max_s=checked.retry_backoff_max,
+                result_ttl_s=self.result_ttl_s if checked.result_ttl is None
+                else checked.result_ttl,
+                dead_ttl_s=self.dead_ttl_s if checked.dead_ttl is None else checked.dead_ttl,
+                dead_letter=checked.dead_letter,
                 is_async=inspect.iscoroutinefunction(func),
             )
             return Task(self, definition, func)

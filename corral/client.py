@@ -11,14 +11,15 @@ from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar, cast
 
 from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from corral import tracing
 from corral.app import App
+from corral.channels import Channels
 from corral.connection import connect, default_url
 from corral.errors import InvalidTask, TaskCancelled, TaskFailed
 from corral.keys import QueueKeys, new_task_id, queue_keys, queue_of_channel, queue_of_task_id
+from corral.retention import DEFAULT_RESULT_TTL_S
 from corral.scripts import Scripts, call_many
 from corral.serialization import (
     DEFAULT_MAX_PAYLOAD_BYTES,
@@ -102,7 +103,10 @@ class Client:
     ) -> None:
         self.redis = redis
         self.app = app
-        self.result_ttl_s = result_ttl_s or (app.result_ttl_s if app else 86_400.0)
+        # `is None`, not `or`: 0 means "keep no result".
+        if result_ttl_s is None:
+            result_ttl_s = app.result_ttl_s if app else DEFAULT_RESULT_TTL_S
+        self.result_ttl_s = result_ttl_s
         self.max_payload_bytes = max_payload_bytes or (
             app.max_payload_bytes if app else DEFAULT_MAX_PAYLOAD_BYTES
         )
@@ -152,8 +156,7 @@ class Client:
                        queue, priority, delay, key)
         with tracing.producing(name) as publish:
             keys, argv = self._prepare(call, publish.carrier)
-            ids = await self.scripts.enqueue(keys=_queue_keys(keys),
-                                             args=[*_wake_args(keys), *argv])
+            ids = await self.scripts.enqueue(keys, _records(keys, argv), argv)
             task_id = ids[0].decode()
             publish.sent(keys.queue, [task_id])
         return TaskHandle(self, keys.queue, task_id)
@@ -183,8 +186,7 @@ class Client:
             else:
                 batches.append((keys, list(call_argv)))
         replies = await call_many(self.redis, [
-            (self.scripts.enqueue, _queue_keys(keys), [*_wake_args(keys), *argv])
-            for keys, argv in batches
+            (self.scripts.enqueue, keys, _records(keys, argv), argv) for keys, argv in batches
         ])
         return [
             TaskHandle(self, keys.queue, task_id.decode())
@@ -284,14 +286,7 @@ class Client:
         """Cancel a queued, scheduled or running task. False when it was unknown or finished."""
         keys = queue_keys(task_queue(task_id, queue))
         done = await self.scripts.cancel(
-            keys=[*keys.ready, keys.scheduled, keys.dedupe],
-            args=[
-                keys.prefix,
-                task_id,
-                int(self.result_ttl_s * 1000),
-                keys.cancel_channel,
-                keys.done_channel,
-            ],
+            keys, [keys.task(task_id)], [task_id, int(self.result_ttl_s * 1000)]
         )
         return bool(done)
 
@@ -325,12 +320,9 @@ def _as_enqueue(call: Enqueue | Mapping[str, Any]) -> Enqueue:
         raise InvalidTask(f"bad enqueue_many item: {exc}") from None
 
 
-def _queue_keys(keys: QueueKeys) -> list[str]:
-    return [*keys.ready, keys.scheduled, keys.dedupe]
-
-
-def _wake_args(keys: QueueKeys) -> tuple[str, str]:
-    return keys.prefix, keys.wake_channel
+def _records(keys: QueueKeys, argv: Sequence[Any]) -> list[str]:
+    """The record key of each task in enqueue's argument groups (id first, six each)."""
+    return [keys.task(argv[i]) for i in range(0, len(argv), 6)]
 
 
 class _ResultWaiter:
@@ -339,7 +331,7 @@ class _ResultWaiter:
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
-        self._pubsub: PubSub | None = None
+        self._pubsub: Channels | None = None
         self._reader: asyncio.Task[None] | None = None
         self._channels: set[str] = set()
         self._waiters: dict[tuple[str, str], list[asyncio.Event]] = {}
@@ -363,7 +355,7 @@ class _ResultWaiter:
         if channel in self._channels:
             return
         if self._pubsub is None:
-            self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            self._pubsub = Channels(self._redis)
         await self._pubsub.subscribe(channel)
         self._channels.add(channel)
         if self._reader is None:
@@ -373,7 +365,7 @@ class _ResultWaiter:
         assert self._pubsub is not None
         while True:
             try:
-                message = await self._pubsub.get_message(timeout=None)
+                channel, data = await self._pubsub.get()
             except (RedisError, OSError):
                 # redis-py resubscribes on reconnect; a message lost meanwhile is made up
                 # for by waking every waiter, which then reads the state again.
@@ -382,10 +374,8 @@ class _ResultWaiter:
                     for event in events:
                         event.set()
                 continue
-            if message is None:
-                continue
-            queue = queue_of_channel(message["channel"].decode())
-            for task_id in message["data"].decode().split():
+            queue = queue_of_channel(channel)
+            for task_id in data.decode().split():
                 for event in self._waiters.get((queue, task_id), ()):
                     event.set()
 
@@ -396,6 +386,6 @@ class _ResultWaiter:
                 await self._reader
             self._reader = None
         if self._pubsub is not None:
-            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+            await self._pubsub.aclose()
             self._pubsub = None
         self._channels.clear()

@@ -10,7 +10,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from corral.keys import queue_keys
-from corral.scripts import Scripts, call_many
+from corral.scripts import ScriptCall, Scripts, call_many
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,10 +37,12 @@ class QueueDepth:
     in_flight: int
     dead: int
     workers: tuple[WorkerInfo, ...] = field(default=())
+    # Ids cancelled while queued are left in their ready list until a claim drops them.
+    cancelled_in_ready: int = 0
 
     @property
     def ready(self) -> int:
-        return sum(self.ready_by_priority)
+        return max(0, sum(self.ready_by_priority) - self.cancelled_in_ready)
 
     @property
     def backlog(self) -> int:
@@ -53,20 +55,16 @@ async def read_queue_depths(
     """Depths of ``queues`` read in one pipelined round trip, each queue atomically.
     Raises redis-py's ConnectionError (or TimeoutError) when Redis cannot be reached."""
     scripts = scripts or Scripts.register(redis)
-    calls = []
+    calls: list[ScriptCall] = []
     for queue in queues:
         keys = queue_keys(queue)
-        calls.append((
-            scripts.depths,
-            [*keys.ready, keys.scheduled, keys.leased, keys.dead, keys.workers],
-            [keys.prefix],
-        ))
+        calls.append((scripts.depths, keys, (), ()))
     replies = await call_many(redis, calls)
     return {queue: _depth(queue, reply) for queue, reply in zip(queues, replies, strict=True)}
 
 
 def _depth(queue: str, reply: list[Any]) -> QueueDepth:
-    ready, scheduled, scheduled_due, leased, dead, workers = reply
+    ready, scheduled, scheduled_due, leased, dead, workers, cancelled = reply
     return QueueDepth(
         queue=queue,
         ready_by_priority=tuple(int(n) for n in ready),
@@ -77,6 +75,7 @@ def _depth(queue: str, reply: list[Any]) -> QueueDepth:
         workers=tuple(
             _worker(workers[i].decode(), workers[i + 1]) for i in range(0, len(workers), 2)
         ),
+        cancelled_in_ready=int(cancelled),
     )
 
 

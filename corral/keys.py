@@ -7,15 +7,21 @@ Layout of queue ``Q`` (prefix ``corral:{Q}:``):
 ``ready:0`` … ``ready:9``  list     ids waiting to run, one list per priority (FIFO)
 ``scheduled``              zset     ids waiting for a time (delay, retry backoff)
 ``leased``                 zset     ids claimed by a worker, scored by lease deadline
-``dead``                   list     ids in the dead-letter queue
+``dead``                   zset     ids in the dead-letter queue, scored by expiry time
 ``keys``                   hash     de-duplication key -> id of the live task
+``cancelled``              set      ids cancelled while queued, still in a ready list
 ``t:<id>``                 hash     one task: name, payload, state, attempts, result…
 ``workers``                zset     worker ids, scored by registry expiry
 ``w:<worker id>``          hash     one worker's registry entry
 ========================  =======  ================================================
 
 Channels: ``wake`` (work may be available), ``cancel`` (id of a running task to
-cancel), ``done`` (space-separated ids that reached a final state).
+cancel), ``done`` (space-separated ids that reached a final state). On Redis 7+
+Cluster they are shard channels (SPUBLISH/SSUBSCRIBE), so a wake-up stays in the
+queue's shard.
+
+Every script gets the same queue keys first (``QueueKeys.script_keys``, in the order
+of ``corral/_lua/prelude.lua``), then the record keys the caller knows.
 """
 
 from __future__ import annotations
@@ -52,9 +58,12 @@ class QueueKeys:
     dead: str
     dedupe: str
     workers: str
+    cancelled: str
     wake_channel: str
     cancel_channel: str
     done_channel: str
+    # KEYS[1..19] of every script: the order is prelude.lua's.
+    script_keys: tuple[str, ...]
 
     def task(self, task_id: str) -> str:
         return f"{self.prefix}t:{task_id}"
@@ -67,19 +76,17 @@ class QueueKeys:
 def queue_keys(queue: str) -> QueueKeys:
     validate_queue_name(queue)
     prefix = f"corral:{{{queue}}}:"
-    return QueueKeys(
-        queue=queue,
-        prefix=prefix,
-        ready=tuple(f"{prefix}ready:{p}" for p in PRIORITIES),
-        scheduled=f"{prefix}scheduled",
-        leased=f"{prefix}leased",
-        dead=f"{prefix}dead",
-        dedupe=f"{prefix}keys",
-        workers=f"{prefix}workers",
-        wake_channel=f"{prefix}wake",
-        cancel_channel=f"{prefix}cancel",
-        done_channel=f"{prefix}done",
-    )
+    ready = tuple(f"{prefix}ready:{p}" for p in PRIORITIES)
+    named = {
+        name: f"{prefix}{suffix}"
+        for name, suffix in (
+            ("scheduled", "scheduled"), ("leased", "leased"), ("dead", "dead"),
+            ("dedupe", "keys"), ("workers", "workers"), ("cancelled", "cancelled"),
+            ("wake_channel", "wake"), ("cancel_channel", "cancel"), ("done_channel", "done"),
+        )
+    }
+    return QueueKeys(queue=queue, prefix=prefix, ready=ready, **named,
+                     script_keys=(*ready, *named.values()))
 
 
 def new_task_id(queue: str) -> str:

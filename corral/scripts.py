@@ -1,21 +1,53 @@
-"""The Lua scripts that change queue state atomically, loaded once per client."""
+"""The Lua scripts that change queue state atomically, loaded once per client.
+
+Each script is ``_lua/prelude.lua`` (the key layout, the priority clamp, Redis's clock
+in ms, publishing, retention: the rules every script shares, written once), then the
+defaults below, then the script's own text. Every call passes the queue's keys first
+(``QueueKeys.script_keys``) and the record keys the caller knows after them; ARGV[1]
+says whether the client talks to a Redis Cluster (shard channels)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 
 from corral.connection import is_cluster
+from corral.keys import QueueKeys
+from corral.retention import DEFAULT_DEAD_TTL_S, DEFAULT_RESULT_TTL_S
 
-_NAMES = ("enqueue", "claim", "finish", "heartbeat", "cancel", "depths", "dlq", "progress")
+NAMES = ("enqueue", "claim", "finish", "heartbeat", "cancel", "depths", "dlq", "progress")
+_LUA = Path(__file__).parent / "_lua"
 
 
-ScriptCall = tuple[AsyncScript, Sequence[Any], Sequence[Any]]  # script, keys, args
+class Script:
+    """One registered script, called with a queue's keys and the caller's own."""
+
+    __slots__ = ("_flag", "script")
+
+    def __init__(self, script: AsyncScript, cluster: bool) -> None:
+        self.script = script
+        self._flag = "1" if cluster else "0"
+
+    async def __call__(
+        self,
+        queue: QueueKeys,
+        records: Sequence[str] = (),
+        args: Sequence[Any] = (),
+        client: Redis | Pipeline | None = None,
+    ) -> Any:
+        return await self.script(
+            keys=[*queue.script_keys, *records], args=[self._flag, *args], client=client
+        )
+
+
+ScriptCall = tuple[Script, QueueKeys, Sequence[str], Sequence[Any]]  # script, queue, records, args
 
 
 async def call_many(redis: Redis, calls: Sequence[ScriptCall]) -> list[Any]:
@@ -23,30 +55,41 @@ async def call_many(redis: Redis, calls: Sequence[ScriptCall]) -> list[Any]:
     in pipelines, so there they are sent one after another (one at a time also keeps
     within a small connection pool, which redis-py's cluster client does not wait for)."""
     if is_cluster(redis):
-        return [await script(keys=keys, args=args) for script, keys, args in calls]
+        return [await script(queue, records, args) for script, queue, records, args in calls]
     async with redis.pipeline(transaction=False) as pipe:
-        for script, keys, args in calls:
-            await script(keys=keys, args=args, client=pipe)
+        for script, queue, records, args in calls:
+            await script(queue, records, args, client=pipe)
         return list(await pipe.execute())
 
 
-def _source(name: str) -> str:
-    return (Path(__file__).parent / "_lua" / f"{name}.lua").read_text()
+@cache
+def source(name: str) -> str:
+    """The full text sent to Redis for script ``name``."""
+    defaults = (
+        "-- Defaults, from corral/retention.py.\n"
+        f"local DEFAULT_RESULT_TTL_MS = {int(DEFAULT_RESULT_TTL_S * 1000)}\n"
+        f"local DEFAULT_DEAD_TTL_MS = {int(DEFAULT_DEAD_TTL_S * 1000)}\n"
+    )
+    own = (_LUA / f"{name}.lua").read_text()
+    return f"{(_LUA / 'prelude.lua').read_text()}\n{defaults}\n-- {name}.lua\n{own}"
 
 
 @dataclass(frozen=True, slots=True)
 class Scripts:
-    enqueue: AsyncScript
-    claim: AsyncScript
-    finish: AsyncScript
-    heartbeat: AsyncScript
-    cancel: AsyncScript
-    depths: AsyncScript
-    dlq: AsyncScript
-    progress: AsyncScript
+    enqueue: Script
+    claim: Script
+    finish: Script
+    heartbeat: Script
+    cancel: Script
+    depths: Script
+    dlq: Script
+    progress: Script
 
     @classmethod
     def register(cls, redis: Redis) -> Scripts:
         # register_script sends EVALSHA and loads the script on NOSCRIPT, so a
         # restarted Redis (with an empty script cache) needs nothing special.
-        return cls(**{name: redis.register_script(_source(name)) for name in _NAMES})
+        cluster = is_cluster(redis)
+        return cls(**{
+            name: Script(redis.register_script(source(name)), cluster) for name in NAMES
+        })

@@ -94,3 +94,32 @@ async def bad_result() -> object:
 def blocking(seconds: float) -> str:
     time.sleep(seconds)
     return f"slept {seconds}"
+
+
+@app.task(name="tracked", timeout=None)
+async def tracked(record: str, task_key: str, sleep_s: float = 0.0) -> str:
+    """Keeps its own records: every start (HINCRBY ``{record}:starts``, and the start
+    time in ms on the list ``{record}:start_ms``) and every finish (``{record}:finishes``).
+    A task that started more often than it finished was interrupted."""
+    r = _redis()
+    r.hincrby(f"{record}:starts", task_key, 1)
+    r.rpush(f"{record}:start_ms", int(time.time() * 1000))
+    if sleep_s:
+        await asyncio.sleep(sleep_s)
+    r.hincrby(f"{record}:finishes", task_key, 1)
+    return task_key
+
+
+@app.task(name="gated", timeout=None)
+async def gated(record: str, task_key: str, gate: str, max_s: float = 300.0) -> str:
+    """Like ``tracked``, but runs until the key ``gate`` exists (at most ``max_s``), so
+    a test decides when its long tasks end."""
+    r = _redis()
+    r.hincrby(f"{record}:starts", task_key, 1)
+    r.rpush(f"{record}:start_ms", int(time.time() * 1000))
+    for _ in range(int(max_s / 0.2)):  # another process opens the gate: poll it
+        if r.exists(gate):
+            break
+        await asyncio.sleep(0.2)
+    r.hincrby(f"{record}:finishes", task_key, 1)
+    return task_key

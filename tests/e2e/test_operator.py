@@ -318,8 +318,9 @@ def test_create_makes_a_worker_deployment(k8s: Cluster, operator: OperatorProces
     assert st["queues"] == "mail=1,mail-slow=1"
     table = k8s.kubectl("-n", namespace, "get", "tq").stdout
     assert table.split("\n")[0].split() == ["NAME", "QUEUES", "BACKLOG", "IN-FLIGHT",
-                                            "REPLICAS", "DESIRED", "AGE"]
-    assert table.split("\n")[1].split()[:6] == ["mail", "mail=1,mail-slow=1", "0", "0", "1", "1"]
+                                            "REPLICAS", "DESIRED", "PENDING", "AGE"]
+    assert table.split("\n")[1].split()[:7] == ["mail", "mail=1,mail-slow=1", "0", "0", "1", "1",
+                                                 "0"]
 
     # A manual edit of the pod template is reverted; so is a manual scale.
     k8s.kubectl("-n", namespace, "set", "image", "deployment/mail-worker",

@@ -190,7 +190,7 @@ def test_malformed_entries_are_dead_lettered_and_the_worker_goes_on(
     good_id = _write(conn, entries)
     # The good task written after them runs: the worker neither crashed nor stalled.
     _wait_settled(conn, entries, good_id, fuzz_env.worker)
-    dead = set(conn.lrange(KEYS.dead, 0, -1))
+    dead = set(conn.zrange(KEYS.dead, 0, -1))
     for entry in entries:
         if entry.expect != "dead":
             continue
@@ -203,7 +203,7 @@ def test_malformed_entries_are_dead_lettered_and_the_worker_goes_on(
 def test_dlq_commands_handle_whatever_the_fuzzing_left(fuzz_env: FuzzEnv) -> None:
     url = fuzz_env.conn.get_connection_kwargs()
     redis_url = f"redis://{url['host']}:{url['port']}/0"
-    dead_count = fuzz_env.conn.llen(KEYS.dead)
+    dead_count = fuzz_env.conn.zcard(KEYS.dead)
     assert dead_count > 0
 
     def corral(*args: str) -> subprocess.CompletedProcess[str]:
@@ -218,5 +218,5 @@ def test_dlq_commands_handle_whatever_the_fuzzing_left(fuzz_env: FuzzEnv) -> Non
     inspected = corral("inspect")
     assert inspected.returncode == 0, inspected.stderr
     purged = corral("dlq", "purge")
-    assert purged.returncode == 0 and fuzz_env.conn.llen(KEYS.dead) == 0
+    assert purged.returncode == 0 and fuzz_env.conn.zcard(KEYS.dead) == 0
     assert fuzz_env.worker.process.poll() is None

@@ -104,7 +104,7 @@ async def test_dlq_list_requeue_purge(redis_url: str, client: Client,
     assert await handles[0].status() == "queued"
     assert await redis_conn.hget(queue_keys("default").task(handles[0].id), "attempts") == b"0"
     assert corral("dlq", "purge", "--all", url=redis_url).stdout.strip() == "purged 1 task"
-    assert await redis_conn.llen(queue_keys("default").dead) == 0
+    assert await redis_conn.zcard(queue_keys("default").dead) == 0
     assert await handles[1].status() == "unknown"
 
 

@@ -221,7 +221,7 @@ async def test_dlq_purge_needs_all_and_requeue_reports_unknown(
     ids = await _two_dead(redis_url, client)
     refused = corral("dlq", "purge", url=redis_url)
     assert "--all" in one_error_line(refused, "dlq purge")
-    assert await redis_conn.llen(queue_keys("default").dead) == 2
+    assert await redis_conn.zcard(queue_keys("default").dead) == 2
     requeued = corral("dlq", "requeue", ids[0], url=redis_url)
     assert requeued.returncode == 0 and requeued.stdout.strip() == "requeued 1 task"
     unknown = corral("dlq", "requeue", "no-such-id", url=redis_url)
@@ -230,7 +230,7 @@ async def test_dlq_purge_needs_all_and_requeue_reports_unknown(
     assert "not both" in one_error_line(both, "dlq purge") and both.returncode == 2
     purged = corral("dlq", "purge", "--all", url=redis_url)
     assert purged.stdout.strip() == "purged 1 task", purged.stderr
-    assert await redis_conn.llen(queue_keys("default").dead) == 0
+    assert await redis_conn.zcard(queue_keys("default").dead) == 0
 
 
 async def test_dlq_purge_asks_on_a_terminal(
@@ -248,7 +248,7 @@ async def test_dlq_purge_asks_on_a_terminal(
             assert terminal.exit_code == code, terminal.screen()
         finally:
             terminal.close()
-        assert await redis_conn.llen(dead) == left
+        assert await redis_conn.zcard(dead) == left
 
 
 async def _until(check: Callable[[], bool]) -> None:

@@ -118,7 +118,7 @@ async def test_read_only_mode_has_no_action_forms_and_refuses_actions(
             assert fresh_browser.find_element(By.ID, "mode").text == "read-only"
         status, body = post(dashboard.url + "api/dlq/default/requeue", {"ids": []}, TOKEN)
         assert status == 403 and "--allow-actions" in body["error"]
-        assert await client.redis.llen("corral:{default}:dead") == 1
+        assert await client.redis.zcard("corral:{default}:dead") == 1
     finally:
         dashboard.close()
         worker.close()
@@ -171,7 +171,7 @@ async def test_dlq_requeue_needs_the_token(redis_url: str, client: Client,
         status, body = post(dashboard.url + "api/dlq/default/requeue", {"ids": [dead.id]},
                             "x" + TOKEN)
         assert (status, body["error"]) == (403, "wrong token")
-        assert await redis_conn.llen("corral:{default}:dead") == 1
+        assert await redis_conn.zcard("corral:{default}:dead") == 1
 
         # Signed in, but a form without this browser's CSRF token is refused too.
         browser.get(dashboard.url + "dlq?queue=default")
@@ -181,7 +181,7 @@ async def test_dlq_requeue_needs_the_token(redis_url: str, client: Client,
         submit_forged_form(browser, "/actions/dlq", {"csrf": "forged", "queue": "default",
                                                      "op": "requeue", "id": dead.id})
         assert "CSRF" in browser.find_element(By.ID, "refused").text
-        assert await redis_conn.llen("corral:{default}:dead") == 1
+        assert await redis_conn.zcard("corral:{default}:dead") == 1
 
         # With the token: the page's own Requeue button.
         browser.get(dashboard.url + "dlq?queue=default")

@@ -167,6 +167,46 @@ async def test_cluster_depths_read_as_the_operator_reads_them(redis_cluster: str
         await redis_client.aclose()
 
 
+def _cluster_nodes(url: str) -> list[redis.Redis]:
+    seed_port = int(url.split(",")[0].rsplit(":", 1)[1])
+    with redis.Redis(port=seed_port) as seed:
+        lines = seed.execute_command("CLUSTER", "NODES").decode().splitlines()
+    ports = [int(line.split()[1].split("@")[0].rsplit(":", 1)[1]) for line in lines]
+    return [redis.Redis(port=port) for port in ports]
+
+
+async def test_cluster_wake_ups_and_results_stay_in_the_queues_shard(redis_cluster: str) -> None:
+    nodes = _cluster_nodes(redis_cluster)
+    for node in nodes:
+        node.config_resetstat()
+    worker = WorkerProcess(redis_cluster, args=["--queues", ",".join(QUEUES)],
+                           worker_id="shard-worker")
+    try:
+        await asyncio.to_thread(worker.wait_started)
+        keys = {q: queue_keys(q) for q in QUEUES}
+        # The worker listens with SSUBSCRIBE on each queue's own shard, not with SUBSCRIBE.
+        await _until(lambda: all(
+            sum(n.pubsub_shardnumsub(k.wake_channel)[0][1] for n in nodes) == 1
+            for k in keys.values()
+        ))
+        assert all(n.pubsub_numsub(k.wake_channel)[0][1] == 0
+                   for n in nodes for k in keys.values())
+        async with Client.from_url(redis_cluster) as client:
+            handles = [await client.enqueue("noop", args=[q], queue=q) for q in QUEUES]
+            assert await _results(handles) == list(QUEUES)
+        stats = [n.info("commandstats") for n in nodes]
+        calls = {
+            name: sum(int(s.get(f"cmdstat_{name}", {}).get("calls", 0)) for s in stats)
+            for name in ("publish", "spublish")
+        }
+        assert calls["spublish"] > 0 and calls["publish"] == 0, calls
+        assert worker.terminate() == 0
+    finally:
+        worker.close()
+        for node in nodes:
+            node.close()
+
+
 async def _until_status(handle: TaskHandle, status: str, timeout_s: float = 30.0) -> None:
     async with asyncio.timeout(timeout_s):
         while True:

@@ -102,7 +102,7 @@ async def test_retries_then_dead_letter(client: Client, redis_url: str,
     assert await handle.status() == "dead"
     record = await redis_conn.hgetall(queue_keys("default").task(handle.id))
     assert record[b"attempts"] == b"3"
-    assert await redis_conn.lrange(queue_keys("default").dead, 0, -1) == [handle.id.encode()]
+    assert await redis_conn.zrange(queue_keys("default").dead, 0, -1) == [handle.id.encode()]
 
 
 async def test_failed_without_dead_letter(client: Client, redis_url: str) -> None:
@@ -239,7 +239,7 @@ async def test_bad_input_is_dead_lettered_and_worker_goes_on(
         with pytest.raises(TaskFailed) as info:
             await bad_result.result(timeout=10)
         assert info.value.type == "TypeError" and "JSON" in info.value.message
-    dead = {i.decode() for i in await redis_conn.lrange(keys.dead, 0, -1)}
+    dead = {i.decode() for i in await redis_conn.zrange(keys.dead, 0, -1)}
     assert {bad_payload.id, unknown.id, "stray-id-without-record", bad_result.id} <= dead
     stray = await redis_conn.hgetall(keys.task("stray-id-without-record"))
     assert stray[b"reason"] == b"no task record for this id"

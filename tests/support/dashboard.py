@@ -98,7 +98,7 @@ def inspect_json(redis_url: str) -> dict[str, Any]:
 async def wait_dead(client: Client, queue: str, n: int) -> None:
     async with asyncio.timeout(60):
         while True:
-            if await client.redis.llen(f"corral:{{{queue}}}:dead") >= n:
+            if await client.redis.zcard(f"corral:{{{queue}}}:dead") >= n:
                 return
             await asyncio.sleep(0.05)
 

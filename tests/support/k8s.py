@@ -6,26 +6,31 @@ once by ``scripts/k8s/build`` into ``$CORRAL_CACHE`` (default ~/.cache/corral);
 if they are missing the build runs before the first test that uses ``k8s``.
 
 Fixtures: ``k8s`` (session scope) yields a :class:`Cluster`; ``crd_applied`` applies
-the chart's CRDs to it. :func:`wait_until` polls for what a test waits on.
+the chart's CRDs to it; ``karpenter`` (module scope) adds Karpenter's kwok provider to
+that cluster (``scripts/k8s/up --with-karpenter``) and yields a :class:`Karpenter`,
+which makes NodePools whose nodes are kwok nodes. :func:`wait_until` polls for what a
+test waits on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import json
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO / "scripts" / "k8s"
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
-REQUIRED_BINARIES = (*COMPONENTS, "kubectl", "helm")
+REQUIRED_BINARIES = (*COMPONENTS, "kubectl", "helm", "karpenter-kwok")
 # The CRDs as users get them: the chart's (TaskQueue, generated from the models, and
 # kopf's peerings). manifests/crds holds the same generated TaskQueue file.
 CHART_CRDS = REPO / "charts" / "corral" / "crds"
@@ -62,6 +67,8 @@ def _binaries_missing() -> list[str]:
     missing = [b for b in REQUIRED_BINARIES if not (bin_dir / b).exists()]
     if not (bin_dir.parent / "share" / "kwok-stages.yaml").exists():
         missing.append("kwok-stages.yaml")
+    if not (bin_dir.parent / "share" / "karpenter-crds" / ".complete").exists():
+        missing.append("karpenter-crds")
     return missing
 
 
@@ -138,6 +145,10 @@ class Cluster:
     def stop(self, *components: str) -> None:
         self._script("down", *components)
 
+    def start_karpenter(self, timeout: float = 90) -> None:
+        """Start Karpenter's kwok provider (and apply its CRDs) on this running cluster."""
+        self._script("up", "--with-karpenter", f"--timeout={timeout}", timeout=timeout + 30)
+
     def restart_apiserver(self, timeout: float = 60, downtime: float = 0) -> None:
         """Stop kube-apiserver (SIGTERM; it answers 429 while draining), keep it
         down for ``downtime`` seconds, start it again with the same flags and
@@ -167,6 +178,7 @@ class Cluster:
         out = self.state_dir / "logs" / "cluster-dump.txt"
         with out.open("w") as f:
             for args in (("get", "nodes,all", "-A", "-o", "wide"),
+                         ("get", "nodepools,nodeclaims", "-o", "wide"),
                          ("get", "events", "-A", "--sort-by=.lastTimestamp")):
                 try:
                     proc = self.kubectl(*args, check=False, timeout=20)
@@ -193,6 +205,76 @@ class Cluster:
 
     def _wait(self, what: str, timeout: float, check: Callable[[], bool]) -> None:
         wait_until(what, lambda: (check(), None), timeout_s=timeout)
+
+
+class Karpenter:
+    """Karpenter running against a :class:`Cluster`. Each NodePool made here is tainted
+    (other tests' pods stay off its nodes) and consolidates ``WhenEmptyOrUnderutilized``;
+    pods reach its nodes with :meth:`scheduling`."""
+
+    TAINT_KEY = "corral.dev/karpenter-e2e"
+    NODE_CLASS = "corral-e2e"
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self._node_class_made = False
+
+    def node_class(self) -> None:
+        if self._node_class_made:
+            return
+        self._apply({"apiVersion": "karpenter.kwok.sh/v1alpha1", "kind": "KWOKNodeClass",
+                     "metadata": {"name": self.NODE_CLASS}})
+        self._node_class_made = True
+
+    def node_pool(self, name: str, consolidate_after: str = "5s", cpu_limit: int = 64) -> None:
+        self.node_class()
+        self._apply({
+            "apiVersion": "karpenter.sh/v1", "kind": "NodePool",
+            "metadata": {"name": name},
+            "spec": {
+                "template": {
+                    "metadata": {"labels": {self.TAINT_KEY: name}},
+                    "spec": {
+                        "nodeClassRef": {"group": "karpenter.kwok.sh", "kind": "KWOKNodeClass",
+                                         "name": self.NODE_CLASS},
+                        "taints": [{"key": self.TAINT_KEY, "value": name,
+                                    "effect": "NoSchedule"}],
+                        "requirements": [
+                            {"key": "karpenter.sh/capacity-type", "operator": "In",
+                             "values": ["on-demand"]},
+                            {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]},
+                            {"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]},
+                        ],
+                        "expireAfter": "Never",
+                    },
+                },
+                "disruption": {"consolidationPolicy": "WhenEmptyOrUnderutilized",
+                               "consolidateAfter": consolidate_after,
+                               "budgets": [{"nodes": "100%"}]},
+                "limits": {"cpu": str(cpu_limit)},
+            },
+        })
+
+    def scheduling(self, pool: str) -> dict[str, Any]:
+        """TaskQueue ``spec.worker`` fields that put worker pods on POOL's nodes only."""
+        return {"nodeSelector": {"karpenter.sh/nodepool": pool},
+                "tolerations": [{"key": self.TAINT_KEY, "operator": "Equal", "value": pool,
+                                 "effect": "NoSchedule"}]}
+
+    def nodes(self, pool: str) -> list[dict[str, Any]]:
+        """POOL's nodes that exist and are not being removed."""
+        out = self.cluster.kubectl("get", "nodes", "-l", f"karpenter.sh/nodepool={pool}",
+                                   "-o", "json")
+        return [n for n in json.loads(out.stdout)["items"]
+                if not n["metadata"].get("deletionTimestamp")]
+
+    def delete_pool(self, name: str, timeout: float = 120) -> None:
+        """Delete the NodePool; Karpenter removes its nodes (and their NodeClaims)."""
+        self.cluster.kubectl("delete", "nodepool", name, "--ignore-not-found",
+                             f"--timeout={int(timeout)}s", timeout=timeout + 10)
+
+    def _apply(self, obj: dict[str, Any]) -> None:
+        self.cluster.kubectl("apply", "-f", "-", input=json.dumps(obj))
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
@@ -234,3 +316,22 @@ def crd_applied(k8s: Cluster) -> None:
     """The chart's CRDs, applied as ``helm install`` applies them, and Established."""
     k8s.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHART_CRDS))
     k8s.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(CHART_CRDS))
+
+
+@pytest.fixture(scope="module")
+def karpenter(k8s: Cluster) -> Iterator[Karpenter]:
+    """Karpenter on the session's cluster, for one test module (other modules' pods
+    are not to meet a node autoscaler)."""
+    try:
+        k8s.start_karpenter()
+    except BaseException:
+        print(k8s.log_tail("karpenter", 40), file=sys.stderr)
+        raise
+    try:
+        yield Karpenter(k8s)
+    finally:
+        # NodeClaims carry Karpenter's finalizer: let it remove their nodes first.
+        with contextlib.suppress(AssertionError):
+            k8s._wait("Karpenter's nodes gone", 120, lambda: not k8s.kubectl(
+                "get", "nodeclaims", "-o", "name", check=False).stdout.strip())
+        k8s.stop("karpenter")

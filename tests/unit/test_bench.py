@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -213,3 +214,35 @@ def test_the_corral_bench_venv_holds_the_worker_and_the_operator() -> None:
 
     assert {REPO, REPO / "worker", REPO / "operator"} <= set(CORRAL_SOURCES)
     assert all((source / "pyproject.toml").is_file() for source in CORRAL_SOURCES)
+
+
+def test_karpenter_section_renders_the_figures_or_says_how_to_get_them() -> None:
+    from bench.doc import karpenter_section
+
+    assert "Not measured: run `python bench/karpenter.py" in karpenter_section(None)
+    figures = {
+        "measured": "2026-12-02",
+        "first_task": {"trials": [{"first_task_s": 4.0, "first_pod_running_s": 2.0, "nodes": 2},
+                                  {"first_task_s": 6.0, "first_pod_running_s": 3.0, "nodes": 1}],
+                       "median_s": 5.0, "p90_s": 5.8, "batch_idle": "1s", "batch_max": "10s"},
+        "load_drop": [{"protect": True, "interrupted": 0, "lowest_replicas": 4,
+                       "nodes_peak": 2, "nodes_after": 2},
+                      {"protect": False, "interrupted": 3, "lowest_replicas": 2,
+                       "nodes_peak": 2, "nodes_after": 1}],
+    }
+    text = karpenter_section(figures)
+    assert "| first task | 5.0 s | 5.8 s | 4.0 s | 6.0 s |" in text
+    assert "| pod Running | 2.5 s | 2.9 s | 2.0 s | 3.0 s |" in text
+    assert "Nodes Karpenter launched per trial: 1/2." in text
+    assert "| on | 0 | 4 | 2 | 2 |" in text
+    assert "| off (maxDrainSeconds 0) | 3 | 2 | 2 | 1 |" in text
+    assert "BATCH_IDLE_DURATION=1s" in text and "2026-12-02" in text
+
+
+def test_bench_run_keeps_the_sections_other_scripts_wrote(tmp_path: Path) -> None:
+    from bench.harness import KEPT_MARKER, kept_sections
+
+    page = tmp_path / "benchmarks.md"
+    assert kept_sections(page) == ""
+    page.write_text(f"# generated\n\n{KEPT_MARKER}\n\n## Soak\n\nfigures\n")
+    assert kept_sections(page) == f"\n{KEPT_MARKER}\n\n## Soak\n\nfigures\n"

@@ -234,6 +234,7 @@ NAMESPACED_RULES = {
     *{("apps", "deployments", v) for v in
       ("get", "list", "watch", "create", "patch", "update", "delete")},
     ("", "pods", "list"), ("", "pods", "watch"), ("", "pods", "patch"),
+    *{("policy", "poddisruptionbudgets", v) for v in ("get", "create", "patch", "delete")},
     ("", "events", "create"), ("", "events", "patch"),
     ("events.k8s.io", "events", "create"), ("events.k8s.io", "events", "patch"),
     ("", "secrets", "get"),

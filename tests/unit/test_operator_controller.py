@@ -16,6 +16,7 @@ from corral.client import Client
 from corral.keys import queue_keys
 from corral_operator import controller as ctl
 from corral_operator import deployment as dep
+from corral_operator import protection
 from corral_operator.kube import KubeError, NotFound, ObjectRef
 from corral_operator.metrics import OperatorMetrics
 from tests.unit.test_operator_models import VALID
@@ -34,6 +35,7 @@ class FakeKube:
         self.events: list[tuple[str, str, str]] = []
         self.calls: list[str] = []
         self.fail_deployment_writes = False
+        self.budgets: dict[str, dict[str, Any]] = {}
 
     # deployments
     async def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -80,13 +82,39 @@ class FakeKube:
         self.calls.append("list_pods")
         return copy.deepcopy(list(self.pods.values()))
 
-    async def annotate_pod(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
+    async def annotate_pod(self, namespace: str, name: str,
+                           annotations: dict[str, str | None]) -> None:
         self.calls.append(f"annotate:{name}")
-        self.pods[name]["metadata"].setdefault("annotations", {}).update(annotations)
+        current = self.pods[name]["metadata"].setdefault("annotations", {})
+        for key, value in annotations.items():
+            if value is None:
+                current.pop(key, None)
+            else:
+                current[key] = value
 
-    def add_pods(self, *names: str) -> None:
+    def add_pods(self, *names: str, phase: str = "Running") -> None:
         for name in names:
-            self.pods[name] = {"metadata": {"name": name, "annotations": {}}}
+            self.pods[name] = {"metadata": {"name": name, "annotations": {}},
+                               "status": {"phase": phase}}
+
+    def add_unschedulable_pods(self, *names: str) -> None:
+        for name in names:
+            self.pods[name] = {"metadata": {"name": name, "annotations": {}}, "status": {
+                "phase": "Pending",
+                "conditions": [{"type": "PodScheduled", "status": "False",
+                                "reason": "Unschedulable"}]}}
+
+    def annotations(self, pod: str) -> dict[str, str]:
+        return dict(self.pods[pod]["metadata"]["annotations"])
+
+    # pod disruption budgets
+    async def apply_pod_disruption_budget(self, body: dict[str, Any]) -> None:
+        self.calls.append("apply_pdb")
+        self.budgets[body["metadata"]["name"]] = copy.deepcopy(body)
+
+    async def delete_pod_disruption_budget(self, namespace: str, name: str) -> None:
+        self.calls.append("delete_pdb")
+        self.budgets.pop(name, None)
 
     def cost(self, pod: str) -> str | None:
         return self.pods[pod]["metadata"]["annotations"].get(dep.DELETION_COST_ANNOTATION)
@@ -243,8 +271,8 @@ async def test_scale_down_marks_idle_pods_first(
     await loop.reconcile_once(body(spec))
     # 5 in flight -> 1 replica; the costs are set before the replicas drop.
     assert kube.calls.index("list_pods") < kube.calls.index("scale:1")
-    assert {p: kube.cost(p) for p in kube.pods} == {"w-a": "0", "w-b": "5", "w-c": "0",
-                                                     "w-d": "0"}
+    assert {p: kube.cost(p) for p in kube.pods} == {
+        "w-a": "0", "w-b": str(5 * protection.COST_PER_TASK), "w-c": "0", "w-d": "0"}
     assert kube.reasons()[-1] == "ScaledDown"
     # Unchanged costs are not patched again.
     kube.calls.clear()
@@ -331,7 +359,7 @@ async def test_manual_edits_are_reverted(loop: ctl.TaskQueueController, kube: Fa
     original = copy.deepcopy(kube.deployments["emails-worker"]["spec"]["template"])
     kube.calls.clear()
     await loop.reconcile_once(body(spec))
-    assert kube.calls == ["get"]  # nothing to do: no write at all
+    assert kube.calls == ["get", "list_pods"]  # nothing to do: reads only, no write
     kube.edit("emails-worker", {"serviceAccountName": "hijacked"})
     await loop.reconcile_once(body(spec))
     assert kube.deployments["emails-worker"]["spec"]["template"] == original
@@ -434,7 +462,7 @@ async def test_metrics_per_taskqueue(loop: ctl.TaskQueueController, runtime: ctl
                                      client: Client, redis_conn: redis.asyncio.Redis,
                                      redis_url: str) -> None:
     await enqueue(client, "q1", 25)
-    await redis_conn.rpush(queue_keys("q2").dead, "dead-1", "dead-2")
+    await redis_conn.zadd(queue_keys("q2").dead, {"dead-1": 1, "dead-2": 2})
     await loop.reconcile_once(body(spec_for(redis_url)))
     text = runtime.metrics.render().decode()
     labels = f'namespace="{NS}",taskqueue="{NAME}"'
@@ -479,3 +507,156 @@ async def test_an_unexpected_error_does_not_end_the_loop(
     assert await loop._survive(body(spec_for(redis_url))) == 10.0
     text = runtime.metrics.render().decode()
     assert 'stage="unexpected"' in text
+
+
+# -- busy pods and node autoscalers -------------------------------------------------------
+
+
+async def busy_scene(loop: ctl.TaskQueueController, kube: FakeKube, client: Client,
+                     redis_conn: redis.asyncio.Redis, spec: dict[str, Any]) -> None:
+    """Four pods, three of them running one task each, nothing waiting."""
+    await enqueue(client, "q1", 40)
+    await loop.reconcile_once(body(spec))
+    assert kube.deployments["emails-worker"]["spec"]["replicas"] == 4
+    kube.add_pods("w-a", "w-b", "w-c", "w-d")
+    await redis_conn.delete(*queue_keys("q1").ready)
+    for worker in ("w-a", "w-b", "w-c"):
+        await register_worker(redis_conn, "q1", worker, 1)
+    await redis_conn.zadd(queue_keys("q1").leased, {f"t{i}": 1 for i in range(3)})
+
+
+async def test_scale_down_stops_at_the_busy_pods(
+        loop: ctl.TaskQueueController, kube: FakeKube, client: Client,
+        redis_conn: redis.asyncio.Redis, redis_url: str, clock: Clock) -> None:
+    spec = spec_for(redis_url, maxDrainSeconds=60)
+    await busy_scene(loop, kube, client, redis_conn, spec)
+    clock.advance(2)
+    # 3 in flight / 10 per replica = 1 wanted, but three pods are busy: 4 -> 3.
+    await loop.reconcile_once(body(spec))
+    assert kube.deployments["emails-worker"]["spec"]["replicas"] == 3
+    assert kube.cost("w-d") == "0"  # the idle pod is the one the ReplicaSet removes
+    assert "waiting for 3 busy pod(s)" in kube.condition("Scaling")["message"]
+    kube.pods.pop("w-d")
+    clock.advance(2)
+    await loop.reconcile_once(body(spec))
+    assert kube.deployments["emails-worker"]["spec"]["replicas"] == 3
+    scaling = kube.condition("Scaling")
+    assert scaling["reason"] == "WaitingForBusyPods"
+    assert "waiting for 3 busy pod(s) to finish (2s of maxDrainSeconds 60)" in scaling["message"]
+    # One pod's task ends: that pod may go.
+    await register_worker(redis_conn, "q1", "w-c", 0)
+    await redis_conn.zrem(queue_keys("q1").leased, "t2")
+    clock.advance(2)
+    await loop.reconcile_once(body(spec))
+    assert kube.deployments["emails-worker"]["spec"]["replicas"] == 2
+    assert kube.cost("w-c") == "0" and kube.cost("w-a") != "0"
+    # Past maxDrainSeconds the policy's count applies.
+    clock.advance(60)
+    await loop.reconcile_once(body(spec))
+    assert kube.deployments["emails-worker"]["spec"]["replicas"] == 1
+    assert "scaling down anyway" in kube.events[-1][2]
+
+
+async def test_busy_pods_carry_do_not_disrupt_until_idle_long_enough(
+        loop: ctl.TaskQueueController, kube: FakeKube, client: Client,
+        redis_conn: redis.asyncio.Redis, redis_url: str, clock: Clock) -> None:
+    spec = {**spec_for(redis_url), "disruption": {"idleSeconds": 10}}
+    await busy_scene(loop, kube, client, redis_conn, spec)
+    clock.advance(2)
+    await loop.reconcile_once(body(spec))
+    for pod in ("w-a", "w-b", "w-c"):
+        assert protection.protected(kube.annotations(pod)), kube.annotations(pod)
+    assert not protection.protected(kube.annotations("w-d"))
+    assert protection.DO_NOT_DISRUPT not in kube.annotations("w-d")
+    # Nothing changed: nothing is sent.
+    kube.calls.clear()
+    clock.advance(2)
+    await loop.reconcile_once(body(spec))
+    assert not [c for c in kube.calls if c.startswith("annotate")]
+    # w-a goes idle: protected for idleSeconds more, then released in one patch.
+    await register_worker(redis_conn, "q1", "w-a", 0)
+    clock.advance(9)
+    await loop.reconcile_once(body(spec))
+    assert protection.protected(kube.annotations("w-a"))
+    kube.calls.clear()
+    clock.advance(2)
+    await loop.reconcile_once(body(spec))
+    assert [c for c in kube.calls if c.startswith("annotate")] == ["annotate:w-a"]
+    assert protection.SAFE_TO_EVICT not in kube.annotations("w-a")
+    assert protection.protected(kube.annotations("w-b"))
+
+
+async def test_protection_switched_off_removes_the_annotations(
+        loop: ctl.TaskQueueController, kube: FakeKube, client: Client,
+        redis_conn: redis.asyncio.Redis, redis_url: str, clock: Clock) -> None:
+    spec = spec_for(redis_url)
+    await busy_scene(loop, kube, client, redis_conn, spec)
+    clock.advance(2)
+    await loop.reconcile_once(body(spec))
+    assert protection.protected(kube.annotations("w-a"))
+    off = {**spec, "disruption": {"protectBusyWorkers": False}}
+    clock.advance(2)
+    await loop.reconcile_once(body(off, generation=2))
+    assert not any(protection.DO_NOT_DISRUPT in kube.annotations(p) for p in kube.pods)
+
+
+async def test_pods_waiting_for_nodes_are_reported(
+        loop: ctl.TaskQueueController, kube: FakeKube, client: Client, redis_url: str,
+        clock: Clock) -> None:
+    spec = spec_for(redis_url)
+    await enqueue(client, "q1", 30)
+    await loop.reconcile_once(body(spec))
+    kube.add_pods("w-a")
+    kube.add_unschedulable_pods("w-b", "w-c")
+    clock.advance(2)
+    await loop.reconcile_once(body(spec))
+    assert kube.status["pendingReplicas"] == 2
+    scaling = kube.condition("Scaling")
+    assert (scaling["status"], scaling["reason"]) == ("True", "CapacityPending")
+    assert "2 worker pod(s) wait for a node" in scaling["message"]
+    for pod in ("w-b", "w-c"):
+        kube.pods[pod] = {"metadata": {"name": pod, "annotations": {}},
+                          "status": {"phase": "Running"}}
+    clock.advance(2)
+    await loop.reconcile_once(body(spec))
+    assert kube.status["pendingReplicas"] == 0
+    assert kube.condition("Scaling")["reason"] == "Stable"
+
+
+async def test_disruption_budget_follows_the_spec(
+        loop: ctl.TaskQueueController, kube: FakeKube, redis_url: str) -> None:
+    spec = spec_for(redis_url)
+    with_budget = {**spec, "worker": {**spec["worker"],
+                                      "disruptionBudget": {"maxUnavailable": 1}}}
+    await loop.reconcile_once(body(with_budget))
+    pdb = kube.budgets["emails-worker"]
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == dep.selector_labels(NAME)
+    assert pdb["metadata"]["ownerReferences"][0]["uid"] == UID
+    kube.calls.clear()
+    await loop.reconcile_once(body(with_budget))
+    assert "apply_pdb" not in kube.calls  # unchanged: not sent again
+    await loop.reconcile_once(body(spec, generation=2))
+    assert kube.budgets == {}
+
+
+async def test_protection_stays_while_redis_is_unreachable(
+        runtime: ctl.Runtime, kube: FakeKube, client: Client,
+        redis_conn: redis.asyncio.Redis, redis_url: str, clock: Clock) -> None:
+    loop = ctl.TaskQueueController(runtime, NAME, NS, UID)
+    spec = {**spec_for(redis_url), "disruption": {"idleSeconds": 5}}
+    try:
+        await busy_scene(loop, kube, client, redis_conn, spec)
+        clock.advance(2)
+        await loop.reconcile_once(body(spec))
+        assert protection.protected(kube.annotations("w-a"))
+        gone = {**spec, "redis": {"url": "redis://127.0.0.1:1/0"}}
+        kube.calls.clear()
+        for _ in range(3):  # well past idleSeconds
+            clock.advance(5)
+            await loop.reconcile_once(body(gone, generation=2))
+        assert kube.condition("RedisReachable")["status"] == "False"
+        assert protection.protected(kube.annotations("w-a"))
+        assert not [c for c in kube.calls if c.startswith("annotate")]
+    finally:
+        await loop.close()

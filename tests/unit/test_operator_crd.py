@@ -59,7 +59,7 @@ def test_names_scope_and_subresources() -> None:
     assert version["subresources"] == {"status": {}}
     columns = [c["name"].upper() for c in version["additionalPrinterColumns"]
                if c.get("priority", 0) == 0]
-    assert columns == ["QUEUES", "BACKLOG", "IN-FLIGHT", "REPLICAS", "DESIRED", "AGE"]
+    assert columns == ["QUEUES", "BACKLOG", "IN-FLIGHT", "REPLICAS", "DESIRED", "PENDING", "AGE"]
 
 
 def test_every_model_field_is_in_the_schema() -> None:

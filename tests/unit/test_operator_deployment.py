@@ -187,8 +187,3 @@ def test_spec_hash_ignores_replicas_and_follows_the_spec() -> None:
     c = render(with_change("worker.concurrency", 8))["metadata"]["annotations"][
         dep.SPEC_HASH_ANNOTATION]
     assert a == b != c
-
-
-def test_deletion_costs_favour_idle_pods() -> None:
-    costs = dep.deletion_costs(["w-a", "w-b", "w-c"], {"w-b": 4, "w-c": 0, "gone": 9})
-    assert costs == {"w-a": 0, "w-b": 4, "w-c": 0}

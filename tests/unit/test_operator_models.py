@@ -80,6 +80,23 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
      "spec.worker.resources.requests.cpu in body should match"),
     ("string-for-int", with_change("scaling", {"maxReplicas": "3"}),
      "spec.scaling.maxReplicas in body must be of type integer"),
+    # node autoscaling
+    ("bad-max-unavailable", with_change("worker.disruptionBudget", {"maxUnavailable": "half"}),
+     "spec.worker.disruptionBudget.maxUnavailable in body should match"),
+    ("budget-without-max", with_change("worker.disruptionBudget", {}),
+     "spec.worker.disruptionBudget.maxUnavailable: Required value"),
+    ("negative-idle", with_change("disruption", {"idleSeconds": -1}),
+     "should be greater than or equal to 0"),
+    ("negative-drain", with_change("scaling", {"maxDrainSeconds": -1}),
+     "should be greater than or equal to 0"),
+    ("spread-without-key", with_change("worker.topologySpreadConstraints", [
+        {"maxSkew": 1, "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {}}]),
+     "topologyKey: Required value"),
+    ("spread-bad-when", with_change("worker.topologySpreadConstraints", [
+        {"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "Never",
+         "labelSelector": {}}]), "Unsupported value"),
+    ("bad-priority-class", with_change("worker.priorityClassName", "Batch_Low"),
+     "should match"),
 ]
 
 

@@ -14,10 +14,15 @@ the operator needs it; nothing here lists or reads Secrets wholesale.
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
-# Worker pods: only read, and patched with controller.kubernetes.io/pod-deletion-cost.
+# Worker pods: only read, and patched with controller.kubernetes.io/pod-deletion-cost
+# and the annotations that keep node autoscalers off busy workers.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch", "patch"]
+# spec.worker.disruptionBudget: one PodDisruptionBudget per TaskQueue.
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
+  verbs: ["get", "create", "patch", "delete"]
 # ScaledUp/ScaledDown and kopf's handler events.
 - apiGroups: [""]
   resources: ["events"]

@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -27,6 +26,7 @@ from corral_operator import status as st
 from corral_operator.kube import Kube, KubeError, NotFound, ObjectRef, now_rfc3339
 from corral_operator.metrics import OperatorMetrics
 from corral_operator.policy import Decision, Load, PolicyState, ScalingParams, decide
+from corral_operator.workerpods import WorkerPods
 
 log = logging.getLogger("corral.operator")
 Body = dict[str, Any]
@@ -106,6 +106,7 @@ class TaskQueueController:
         self._was_reachable: bool | None = None
         self._written_status: Body | None = None
         self._last_scale_time: str | None = None
+        self._pods = WorkerPods(runtime.kube, self.owner)
 
     @property
     def name(self) -> str:
@@ -192,10 +193,14 @@ class TaskQueueController:
         seen.deployment = await self.runtime.kube.get_deployment(
             self.namespace, dep.deployment_name(self.name))
         current = _replicas(seen.deployment)
-        decision = self._decide(spec, current, seen.depths)
-        if decision.desired < current and not await self._set_deletion_costs(seen.depths):
+        pods_known = await self._observe_pods(seen.depths)
+        decision = self._pods.hold(self._decide(spec, current, seen.depths), spec,
+                                   self.runtime.clock(), pods_known and seen.depths is not None)
+        scaling_down = decision.desired < current
+        if not await self._annotate_pods(spec, pods_known, scaling_down) and scaling_down:
             decision = Decision(current, current, decision.recommended, decision.reason,
                                 "holding: could not mark idle pods for deletion first")
+        await self._reconcile_budget(spec)
         try:
             seen.deployment = await self._write_deployment(spec, seen.deployment, decision)
         except KubeError as exc:
@@ -324,32 +329,37 @@ class TaskQueueController:
         decision, self._policy = decide(_params(spec.scaling), self._policy, current, load, now_s)
         return decision
 
-    async def _set_deletion_costs(self, depths: Mapping[str, QueueDepth] | None) -> bool:
-        """Mark each worker pod with its in-flight count so the ReplicaSet removes idle
-        pods first. False when the pods could not be marked."""
-        in_flight: dict[str, int] = defaultdict(int)
-        for depth in (depths or {}).values():
-            for worker in depth.workers:
-                in_flight[worker.worker_id] += worker.in_flight
+    # -- worker pods and node autoscalers (corral_operator.workerpods) --------------------
+
+    async def _observe_pods(self, depths: Mapping[str, QueueDepth] | None) -> bool:
         try:
-            pods = await self.runtime.kube.list_pods(self.namespace,
-                                                     dep.label_selector(self.name))
-            live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
-            costs = dep.deletion_costs([p["metadata"]["name"] for p in live], in_flight)
-            changes = [
-                self.runtime.kube.annotate_pod(
-                    self.namespace, pod["metadata"]["name"],
-                    {dep.DELETION_COST_ANNOTATION: str(costs[pod["metadata"]["name"]])})
-                for pod in live
-                if (pod["metadata"].get("annotations") or {}).get(dep.DELETION_COST_ANNOTATION)
-                != str(costs[pod["metadata"]["name"]])
-            ]
-            await asyncio.gather(*changes)
+            await self._pods.observe(depths)
         except KubeError as exc:
-            self._count_error("deletion_cost")
-            self._log.warning("could not set pod deletion costs: %s", exc)
+            self._count_error("pods")
+            self._log.warning("could not list worker pods: %s", exc)
             return False
         return True
+
+    async def _annotate_pods(self, spec: models.TaskQueueSpec, pods_known: bool,
+                             with_costs: bool) -> bool:
+        """Protect busy pods, and before a scale-down mark idle ones to go first.
+        False when the pods could not be marked."""
+        if not pods_known:
+            return False
+        try:
+            await self._pods.annotate(spec, self.runtime.clock(), with_costs)
+        except KubeError as exc:
+            self._count_error("deletion_cost")
+            self._log.warning("could not annotate worker pods: %s", exc)
+            return False
+        return True
+
+    async def _reconcile_budget(self, spec: models.TaskQueueSpec) -> None:
+        try:
+            await self._pods.reconcile_budget(spec)
+        except KubeError as exc:
+            self._count_error("disruption_budget")
+            self._log.warning("pod disruption budget not reconciled: %s", exc)
 
     async def _write_deployment(
         self, spec: models.TaskQueueSpec, current: Body | None, decision: Decision
@@ -405,6 +415,7 @@ class TaskQueueController:
             "replicas": replicas,
             "readyReplicas": ready,
             "desiredReplicas": decision.desired,
+            "pendingReplicas": self._pods.pending,
             "observedGeneration": generation,
         }
         if seen.depths is not None:

@@ -56,6 +56,8 @@ PRINTER_COLUMNS = [
      "description": "Worker replicas"},
     {"name": "Desired", "type": "integer", "jsonPath": ".status.desiredReplicas",
      "description": "Replicas the scaling policy asks for"},
+    {"name": "Pending", "type": "integer", "jsonPath": ".status.pendingReplicas",
+     "description": "Worker pods waiting for a node"},
     {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
      "priority": 1, "description": "Ready condition"},
     {"name": "Redis", "type": "string",

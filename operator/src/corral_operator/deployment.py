@@ -174,7 +174,9 @@ def _pod_spec(spec: models.TaskQueueSpec) -> Body:
     optional: dict[str, Any] = {
         "nodeSelector": w.node_selector,
         "affinity": w.affinity,
-        "topologySpreadConstraints": w.topology_spread_constraints,
+        "topologySpreadConstraints": [c.model_dump(by_alias=True, exclude_none=True)
+                                      for c in w.topology_spread_constraints]
+        if w.topology_spread_constraints else None,
         "serviceAccountName": w.service_account_name,
         "priorityClassName": w.priority_class_name,
         "tolerations": [t.model_dump(by_alias=True, exclude_none=True)
@@ -225,8 +227,3 @@ def spec_hash(body: Body) -> str:
     text = json.dumps(without, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-
-def deletion_costs(pod_names: list[str], in_flight_by_worker: dict[str, int]) -> dict[str, int]:
-    """``pod-deletion-cost`` per pod: its worker's in-flight tasks. The ReplicaSet
-    controller removes the lowest cost first, so idle workers go before busy ones."""
-    return {pod: in_flight_by_worker.get(pod, 0) for pod in pod_names}

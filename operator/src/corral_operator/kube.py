@@ -119,6 +119,7 @@ class Kube:
         self._apps = client.AppsV1Api(api)
         self._core = client.CoreV1Api(api)
         self._custom = client.CustomObjectsApi(api)
+        self._policy = client.PolicyV1Api(api)
         self._instance = socket.gethostname()
 
     @classmethod
@@ -180,13 +181,36 @@ class Kube:
         )
         return [self._plain(pod) for pod in pods.items]
 
-    async def annotate_pod(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
+    async def annotate_pod(
+        self, namespace: str, name: str, annotations: dict[str, str | None]
+    ) -> None:
+        """Merge-patch the pod's annotations; a None value removes that key."""
         await _call(
             f"annotate pod {namespace}/{name}",
             lambda: _patch(self._core.patch_namespaced_pod, name, namespace,
                            {"metadata": {"annotations": annotations}}, field_manager=MANAGER,
                            content_type=_MERGE),
         )
+
+    # -- pod disruption budgets ----------------------------------------------------------
+
+    async def apply_pod_disruption_budget(self, body: Body) -> None:
+        meta = body["metadata"]
+        await _call(
+            f"apply poddisruptionbudget {meta['namespace']}/{meta['name']}",
+            lambda: _patch(self._policy.patch_namespaced_pod_disruption_budget, meta["name"],
+                           meta["namespace"], body, field_manager=MANAGER, force=True,
+                           content_type=_APPLY),
+        )
+
+    async def delete_pod_disruption_budget(self, namespace: str, name: str) -> None:
+        """Delete it; one that does not exist is fine."""
+        try:
+            await _call(
+                f"delete poddisruptionbudget {namespace}/{name}",
+                lambda: self._policy.delete_namespaced_pod_disruption_budget(name, namespace))
+        except NotFound:
+            return
 
     # -- secrets -------------------------------------------------------------------------
 

@@ -215,6 +215,73 @@ WORKER_RULES = [
 ]
 
 
+# -- node autoscaling: spec.worker.disruptionBudget, spec.disruption ----------------------
+
+# maxUnavailable of a PodDisruptionBudget: a count, or a percentage of the pods.
+PERCENT_PATTERN = r"^([0-9]|[1-9][0-9]|100)%$"
+
+
+def _count_or_percent(value: object) -> int | str:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and re.fullmatch(PERCENT_PATTERN, value):
+        return value
+    raise ValueError("must be a count that is not negative or a percentage such as 25%")
+
+
+CountOrPercent = Annotated[
+    int | str,
+    PlainValidator(_count_or_percent),
+    WithJsonSchema({"x-kubernetes-int-or-string": True, "pattern": PERCENT_PATTERN,
+                    "minimum": 0}),
+]
+
+
+class DisruptionBudget(_Model):
+    """A PodDisruptionBudget the operator keeps beside the Deployment."""
+
+    max_unavailable: CountOrPercent = Field(
+        description="Worker pods that may be unavailable at once (a count or a "
+                    "percentage such as 25%).")
+
+
+class TopologySpreadConstraint(_Model):
+    """How worker pods spread over nodes or zones (a Kubernetes TopologySpreadConstraint)."""
+
+    max_skew: int = Field(ge=1, description="Most pods one domain may have above another.")
+    topology_key: str = Field(
+        min_length=1, max_length=316,
+        description="Node label that names a domain (kubernetes.io/hostname, "
+                    "topology.kubernetes.io/zone).")
+    when_unsatisfiable: Literal["DoNotSchedule", "ScheduleAnyway"] = Field(
+        description="DoNotSchedule (a hard rule) or ScheduleAnyway (a preference).")
+    label_selector: FreeForm = Field(
+        description="Pods counted (a LabelSelector), such as matchLabels "
+                    "{corral.dev/taskqueue: NAME} for this TaskQueue's worker pods.")
+    match_label_keys: list[str] | None = Field(
+        default=None, description="Pod label keys whose values also select the pods counted.")
+    min_domains: int | None = Field(default=None, ge=1, description="Fewest eligible domains.")
+    node_affinity_policy: Literal["Honor", "Ignore"] | None = Field(
+        default=None, description="Whether nodeSelector and affinity limit the domains.")
+    node_taints_policy: Literal["Honor", "Ignore"] | None = Field(
+        default=None, description="Whether node taints limit the domains.")
+
+
+class DisruptionSpec(_Model):
+    """Keeping node autoscalers from interrupting running tasks."""
+
+    protect_busy_workers: bool = Field(
+        default=True,
+        description="Annotate each worker pod whose worker has tasks in flight with "
+                    "karpenter.sh/do-not-disrupt and "
+                    "cluster-autoscaler.kubernetes.io/safe-to-evict=false, so node "
+                    "consolidation and scale-down leave it alone.")
+    idle_seconds: int = Field(
+        default=30, ge=0, le=86_400,
+        description="How long a worker must have been idle before its pod loses the "
+                    "annotations and may be evicted again.")
+
+
 class WorkerSpec(_Model):
     """The worker pods: image, app and everything the pod spec needs."""
 
@@ -268,8 +335,8 @@ class WorkerSpec(_Model):
     tolerations: list[Toleration] | None = Field(default=None, description="Pod tolerations.")
     affinity: FreeForm | None = Field(
         default=None, description="Pod affinity (a Kubernetes Affinity).")
-    topology_spread_constraints: list[FreeForm] | None = Field(
-        default=None, description="Pod topology spread constraints.")
+    topology_spread_constraints: list[TopologySpreadConstraint] | None = Field(
+        default=None, max_length=10, description="Pod topology spread constraints.")
     service_account_name: str | None = Field(
         default=None, max_length=253,
         description="Service account of the worker pods. Only then is its API token "
@@ -279,11 +346,19 @@ class WorkerSpec(_Model):
     image_pull_secrets: list[LocalObjectReference] | None = Field(
         default=None, description="Secrets for pulling the image.")
     priority_class_name: str | None = Field(
-        default=None, max_length=253, description="Pod priority class.")
+        default=None, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description="Pod priority class.")
     pod_labels: dict[str, str] | None = Field(
         default=None, description="Extra labels on worker pods.")
     pod_annotations: dict[str, str] | None = Field(
         default=None, description="Extra annotations on worker pods.")
+
+    # -- node autoscaling (Karpenter, the cluster-autoscaler) --
+    disruption_budget: DisruptionBudget | None = Field(
+        default=None,
+        description="A PodDisruptionBudget for the worker pods (none when unset): how many "
+                    "may be unavailable at once during voluntary disruptions such as node "
+                    "drains and consolidation.")
 
     @model_validator(mode="after")
     def _reserved_env(self) -> WorkerSpec:
@@ -324,6 +399,13 @@ class ScalingSpec(_Model):
                     "before the last pod goes.")
     paused: bool = Field(default=False, description="Hold the replica count where it is.")
 
+    # -- busy pods --
+    max_drain_seconds: int = Field(
+        default=3_600, ge=0, le=604_800,
+        description="A scale-down never removes a pod whose worker has tasks in flight: "
+                    "the replica count stays at the number of busy pods for up to this "
+                    "long, then the normal drain (graceSeconds) applies.")
+
     @model_validator(mode="after")
     def _min_le_max(self) -> ScalingSpec:
         if self.min_replicas > self.max_replicas:
@@ -348,6 +430,11 @@ class TaskQueueSpec(_Model):
         # filling in nested defaults first, so the default must be complete.
         json_schema_extra={"default": ScalingSpec().model_dump(mode="json", by_alias=True)},
         description="Autoscaling of the worker Deployment.")
+    # -- node autoscaling --
+    disruption: DisruptionSpec = Field(
+        default=DisruptionSpec(),
+        json_schema_extra={"default": DisruptionSpec().model_dump(mode="json", by_alias=True)},
+        description="Protection of busy worker pods from node autoscalers.")
 
     @model_validator(mode="after")
     def _unique_queues(self) -> TaskQueueSpec:
@@ -391,6 +478,10 @@ class TaskQueueStatus(_Model):
     ready_replicas: int | None = Field(default=None, description="Ready worker pods.")
     desired_replicas: int | None = Field(
         default=None, description="What the scaling policy asks for.")
+    pending_replicas: int | None = Field(
+        default=None,
+        description="Worker pods the scheduler cannot place for lack of nodes (a node "
+                    "autoscaler is being waited for).")
     last_scale_time: str | None = Field(
         default=None, json_schema_extra=_DATE_TIME,
         description="When the operator last changed the replica count.")

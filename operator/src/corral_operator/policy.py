@@ -39,6 +39,9 @@ class Reason(StrEnum):
     AT_MAX_REPLICAS = "AtMaxReplicas"
     PAUSED = "Paused"
     METRICS_UNAVAILABLE = "MetricsUnavailable"
+    # Set after the policy, by corral_operator.busy and .capacity.
+    WAITING_FOR_BUSY_PODS = "WaitingForBusyPods"
+    CAPACITY_PENDING = "CapacityPending"
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from corral.keys import QueueKeys
+from corral.retention import DEFAULT_DEAD_TTL_S, DEFAULT_MAX_DEAD
 from corral.scripts import Scripts
 from corral_worker.outcome import Finish, Stop
 
@@ -94,7 +95,9 @@ class Outcome:
         job: Job,
         finish: Finish,
         data: bytes = b"",  # the encoded result (succeeded) or error (the others)
-        ttl_ms: int = 0,  # succeeded, failed, cancelled: how long the record is kept
+        # succeeded, failed, cancelled: how long the record is kept (0: not at all);
+        # dead: how long it stays in the dead-letter queue (0: the default)
+        ttl_ms: int = 0,
         delay_ms: int = 0,  # retry: how long until the next attempt
         give_back: bool = False,  # requeue: the attempt is not counted against retries
     ) -> None:
@@ -117,19 +120,28 @@ class Outcome:
 
 class Broker:
     def __init__(
-        self, redis: Redis, scripts: Scripts, holder: str, timeout_s: float = 5.0
+        self,
+        redis: Redis,
+        scripts: Scripts,
+        holder: str,
+        timeout_s: float = 5.0,
+        *,
+        dead_ttl_s: float = DEFAULT_DEAD_TTL_S,
+        max_dead: int = DEFAULT_MAX_DEAD,
     ) -> None:
         self.redis = redis
         self.scripts = scripts
         # Lease tokens are "<holder>:<attempt>", unique to this process and claim.
         self.holder = holder
         self.timeout_s = timeout_s  # for each call; past it the call raises TimeoutError
+        # For what the claim script dead-letters itself (ids with no usable record).
+        self.dead_ttl_ms = int(dead_ttl_s * 1000)
+        self.max_dead = max_dead
 
     async def claim(self, keys: QueueKeys, count: int, lease_ms: int) -> Claimed:
         async with asyncio.timeout(self.timeout_s):
             reply = await self.scripts.claim(
-                keys=[*keys.ready, keys.scheduled, keys.leased, keys.dead],
-                args=[keys.prefix, count, lease_ms, self.holder],
+                keys, (), [count, lease_ms, self.holder, self.dead_ttl_ms, self.max_dead]
             )
         holder, queue = self.holder, keys.queue
         jobs = []
@@ -151,15 +163,13 @@ class Broker:
 
     async def finish(self, keys: QueueKeys, outcomes: Sequence[Outcome]) -> list[str]:
         """Record outcomes; returns the ids whose lease had passed to another worker."""
-        args: list[Any] = [keys.prefix, keys.done_channel, keys.wake_channel]
+        args: list[Any] = [self.max_dead]
         for outcome in outcomes:
             job = outcome.job
             args += (job.id, job.token, outcome.finish.code, outcome.data, outcome.wire_number())
+        records = [keys.task(outcome.job.id) for outcome in outcomes]
         async with asyncio.timeout(self.timeout_s):
-            stale = await self.scripts.finish(
-                keys=[*keys.ready, keys.scheduled, keys.leased, keys.dead, keys.dedupe],
-                args=args,
-            )
+            stale = await self.scripts.finish(keys, records, args)
         return [task_id.decode() for task_id in stale]
 
     async def heartbeat(
@@ -172,25 +182,15 @@ class Broker:
         registry_ttl_ms: int,
         cancelled_ttl_ms: int,
     ) -> Upkeep:
-        args: list[Any] = [
-            keys.prefix,
-            worker_id,
-            lease_ms,
-            registry_ttl_ms,
-            keys.wake_channel,
-            keys.done_channel,
-            cancelled_ttl_ms,
-            len(registry),
-        ]
+        args: list[Any] = [worker_id, lease_ms, registry_ttl_ms, cancelled_ttl_ms, len(registry)]
         for field, value in registry.items():
             args += (field, value)
         for job in held:
             args += (job.id, job.token)
+        records = [keys.worker(worker_id), *(keys.task(job.id) for job in held)]
         async with asyncio.timeout(self.timeout_s):
             backlog, requeued, cancelled, lost = await self.scripts.heartbeat(
-                keys=[*keys.ready, keys.scheduled, keys.leased, keys.workers, keys.dedupe],
-                args=args,
-            )
+                keys, records, args)
         return Upkeep(
             int(backlog),
             int(requeued),

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from corral.channels import Channels
 from corral_worker.resilience import RedisHealth
 
 
@@ -21,22 +22,19 @@ async def listen(
 ) -> None:
     """Set ``wake[channel]`` on each message there; call ``cancel[channel](task_id)``."""
     while True:
-        pubsub = redis.pubsub(ignore_subscribe_messages=True)
+        pubsub = Channels(redis)  # shard channels on a Redis 7+ Cluster
         try:
             await pubsub.subscribe(*wake, *cancel)
             for event in wake.values():
                 event.set()  # anything published while unsubscribed is looked for now
             while True:
-                message = await pubsub.get_message(timeout=None)
-                if message is None:
-                    continue
-                channel = message["channel"].decode()
+                channel, data = await pubsub.get()
                 if channel in wake:
                     wake[channel].set()
                 else:
-                    cancel[channel](message["data"].decode())
+                    cancel[channel](data.decode())
         except (RedisError, OSError) as exc:
             await asyncio.sleep(health.failed(exc, "subscribe"))
         finally:
             with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()

@@ -92,6 +92,6 @@ def _failed(
     if after.outcome == "retry":
         return Verdict(Finish.RETRY, error, delay_ms=int(after.delay_s * 1000),
                        timed_out=timed_out)
-    if after.outcome == "dead":
-        return Verdict(Finish.DEAD, error, timed_out=timed_out)
+    if after.outcome == "dead":  # kept in the dead-letter queue for the task's dead_ttl
+        return Verdict(Finish.DEAD, error, int(task.dead_ttl_s * 1000), timed_out=timed_out)
     return Verdict(Finish.FAILED, error, int(task.result_ttl_s * 1000), timed_out=timed_out)

@@ -51,9 +51,9 @@ class ProgressWriter:
             try:
                 async with asyncio.timeout(self._timeout_s):
                     await self._scripts.progress(
-                        keys=[keys.task(task_id) for task_id, _ in chunk],
-                        args=[v for _, (fraction, message) in chunk
-                              for v in (repr(fraction), message)])
+                        keys, [keys.task(task_id) for task_id, _ in chunk],
+                        [v for _, (fraction, message) in chunk
+                         for v in (repr(fraction), message)])
             except (RedisError, OSError, TimeoutError) as exc:
                 # Progress is advisory: a lost update is replaced by the next one.
                 log.warning("progress of %d tasks not written: %s", len(chunk), exc)

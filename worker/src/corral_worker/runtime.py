@@ -107,7 +107,8 @@ class Worker:
         redis = self._redis or connect(self.settings.redis_url)
         holder = f"{self.settings.worker_id}/{os.getpid()}-{os.urandom(3).hex()}"
         scripts = Scripts.register(redis)
-        self._broker = Broker(redis, scripts, holder, self.settings.redis_timeout_s)
+        self._broker = Broker(redis, scripts, holder, self.settings.redis_timeout_s,
+                              dead_ttl_s=self.app.dead_ttl_s, max_dead=self.app.max_dead)
         self._progress = ProgressWriter(scripts, self.settings.redis_timeout_s)
         http = HttpServer(
             self.registry,
@@ -428,7 +429,9 @@ class Worker:
     def _dead_letter(self, job: Job, type_name: str, message: str) -> None:
         log.warning("task %s dead-lettered: %s: %s", job.id, type_name, message,
                     extra={"task_id": job.id})
-        self._acknowledge(Outcome(job, Finish.DEAD, encode_error(type_name, message)), None)
+        dead_ttl_ms = int(self.app.dead_ttl_s * 1000)
+        self._acknowledge(Outcome(job, Finish.DEAD, encode_error(type_name, message),
+                                  ttl_ms=dead_ttl_ms), None)
 
     def _acknowledge(self, outcome: Outcome, task_def: TaskDef | None) -> None:
         job = outcome.job
