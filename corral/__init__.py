@@ -7,7 +7,8 @@
 """
 
 from corral.app import App, TaskDef
-from corral.client import Client, Enqueue, TaskHandle
+from corral.client import Client, Enqueue, Progress, TaskHandle
+from corral.context import TaskContext, current_task
 from corral.depths import QueueDepth, WorkerInfo, read_queue_depths
 from corral.errors import (
     ConfigError,
@@ -16,21 +17,32 @@ from corral.errors import (
     TaskCancelled,
     TaskFailed,
 )
+from corral.hooks import Middleware
+from corral.sync import SyncClient, SyncTaskHandle
+from corral.tasks import BoundTask, Task
 
 __version__ = "0.1.0"
 
 __all__ = [
     "App",
+    "BoundTask",
     "Client",
     "ConfigError",
     "CorralError",
     "Enqueue",
     "InvalidTask",
+    "Middleware",
+    "Progress",
     "QueueDepth",
+    "SyncClient",
+    "SyncTaskHandle",
+    "Task",
     "TaskCancelled",
+    "TaskContext",
     "TaskDef",
     "TaskFailed",
     "TaskHandle",
     "WorkerInfo",
+    "current_task",
     "read_queue_depths",
 ]

@@ -5,18 +5,24 @@ from __future__ import annotations
 import importlib
 import inspect
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from corral.errors import ConfigError
+from corral.hooks import Hook, Middleware
 from corral.keys import validate_queue_name
 from corral.retention import DEFAULT_DEAD_TTL_S, DEFAULT_MAX_DEAD, DEFAULT_RESULT_TTL_S
 from corral.serialization import DEFAULT_MAX_PAYLOAD_BYTES
+from corral.tasks import Task
 
-F = TypeVar("F", bound=Callable[..., Any])
+if TYPE_CHECKING:
+    from corral.client import Client
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 DEFAULT_TIMEOUT_S = 300.0
 _TASK_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:<>-]{0,199}$")
@@ -91,6 +97,9 @@ class App:
         dead_ttl_s: float = DEFAULT_DEAD_TTL_S,
         max_dead: int = DEFAULT_MAX_DEAD,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        on_startup: Sequence[Hook] = (),
+        on_shutdown: Sequence[Hook] = (),
+        middleware: Sequence[Middleware] = (),
     ) -> None:
         """Defaults for every task: ``result_ttl_s`` how long a finished task's record
         (with its result) is kept, 0 for not at all; ``dead_ttl_s`` how long a dead one
@@ -103,10 +112,24 @@ class App:
         self.dead_ttl_s: float = options.dead_ttl_s
         self.max_dead: int = options.max_dead
         self.max_payload_bytes: int = options.max_payload_bytes
+        for hook in (*on_startup, *on_shutdown):
+            if not inspect.iscoroutinefunction(hook):
+                raise ConfigError(f"lifecycle hook {hook!r} must be an async function")
+        for layer in middleware:
+            if not isinstance(layer, Middleware):
+                raise ConfigError(f"middleware {layer!r} must be a corral.Middleware")
+        self.on_startup = tuple(on_startup)
+        self.on_shutdown = tuple(on_shutdown)
+        self.middleware = tuple(middleware)
+        # Resources the startup hooks make for the tasks to share (a database pool...).
+        self.state: dict[str, Any] = {}
         self.tasks: dict[str, TaskDef] = {}
+        # The client that typed enqueue (``await task.enqueue(...)``) uses: the first
+        # open Client made with ``app=`` this App.
+        self.client: Client | None = None
 
     @overload
-    def task(self, fn: F, /) -> F: ...
+    def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
 
     @overload
     def task(
@@ -123,11 +146,11 @@ class App:
         result_ttl: float | None = None,
         dead_ttl: float | None = None,
         dead_letter: bool = True,
-    ) -> Callable[[F], F]: ...
+    ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
     def task(
         self,
-        fn: F | None = None,
+        fn: Callable[P, R] | None = None,
         /,
         *,
         name: str | None = None,
@@ -139,20 +162,22 @@ class App:
         result_ttl: float | None = None,
         dead_ttl: float | None = None,
         dead_letter: bool = True,
-    ) -> F | Callable[[F], F]:
+    ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
         """Register a function as a task. ``retries`` failed attempts are retried with
         exponential backoff (``retry_backoff`` seconds doubling up to ``retry_backoff_max``,
         with jitter); after the last one the task goes to the dead-letter queue (kept
         ``dead_ttl`` seconds), or ends ``failed`` when ``dead_letter=False``. A finished
         task's result is kept ``result_ttl`` seconds (0: not at all; None: the app's).
-        Plain ``def`` functions run in a thread pool. Bad options raise ConfigError."""
+        Plain ``def`` functions run in a thread pool. Bad options raise ConfigError.
+        Returns a :class:`corral.tasks.Task`: call it as the function, or
+        ``await it.enqueue(...)`` with arguments checked against its signature."""
         options = {
             "queue": queue, "timeout": timeout, "retries": retries,
             "retry_backoff": retry_backoff, "retry_backoff_max": retry_backoff_max,
             "result_ttl": result_ttl, "dead_ttl": dead_ttl, "dead_letter": dead_letter,
         }
 
-        def register(func: F) -> F:
+        def register(func: Callable[P, R]) -> Task[P, R]:
             task_name = name or f"{func.__module__}.{func.__qualname__}"
             if not isinstance(task_name, str) or not _TASK_NAME.match(task_name):
                 raise ConfigError(f"invalid task name {task_name!r}")
@@ -167,7 +192,7 @@ class App:
             if checked.retry_backoff_max < checked.retry_backoff:
                 raise ConfigError(f"{where}: retry_backoff_max must be >= retry_backoff "
                                   f"(got {checked.retry_backoff_max!r})")
-            self.tasks[task_name] = TaskDef(
+            definition = self.tasks[task_name] = TaskDef(
                 name=task_name,
                 fn=func,
                 queue=task_queue,
@@ -181,7 +206,7 @@ class App:
                 dead_letter=checked.dead_letter,
                 is_async=inspect.iscoroutinefunction(func),
             )
-            return func
+            return Task(self, definition, func)
 
         return register(fn) if fn is not None else register
 

@@ -8,11 +8,12 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal, cast
+from typing import Any, Generic, Literal, TypeVar, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from corral import tracing
 from corral.app import App
 from corral.channels import Channels
 from corral.connection import connect, default_url
@@ -31,7 +32,16 @@ Status = Literal[
     "queued", "scheduled", "running", "succeeded", "failed", "cancelled", "dead", "unknown"
 ]
 FINAL_STATES = frozenset({"succeeded", "failed", "cancelled", "dead"})
+R = TypeVar("R")
 _ENQUEUE_CHUNK = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """The latest progress a running task reported (``current_task().set_progress``)."""
+
+    fraction: float
+    message: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +57,9 @@ class Enqueue:
     key: str | None = None
 
 
-class TaskHandle:
-    """A reference to an enqueued task."""
+class TaskHandle(Generic[R]):
+    """A reference to an enqueued task; ``R`` is its result's type (``Any`` when it was
+    enqueued by name)."""
 
     __slots__ = ("_client", "id", "queue")
 
@@ -69,11 +80,14 @@ class TaskHandle:
     async def status(self) -> Status:
         return await self._client.status(self.id, queue=self.queue)
 
-    async def result(self, timeout: float | None = None) -> Any:
-        return await self._client.result(self.id, queue=self.queue, timeout=timeout)
+    async def result(self, timeout: float | None = None) -> R:
+        return cast(R, await self._client.result(self.id, queue=self.queue, timeout=timeout))
 
     async def cancel(self) -> bool:
         return await self._client.cancel(self.id, queue=self.queue)
+
+    async def progress(self) -> Progress | None:
+        return await self._client.progress(self.id, queue=self.queue)
 
 
 class Client:
@@ -98,6 +112,8 @@ class Client:
         )
         self.scripts = Scripts.register(redis)
         self._results = _ResultWaiter(redis)
+        if app is not None and app.client is None:
+            app.client = self
 
     @classmethod
     def from_url(cls, url: str | None = None, **kwargs: Any) -> Client:
@@ -116,6 +132,8 @@ class Client:
         await self.close()
 
     async def close(self) -> None:
+        if self.app is not None and self.app.client is self:
+            self.app.client = None
         await self._results.close()
         await self.redis.aclose()
 
@@ -131,22 +149,36 @@ class Client:
         priority: int = 0,
         delay: float = 0.0,
         key: str | None = None,
-    ) -> TaskHandle:
+    ) -> TaskHandle[Any]:
         """Enqueue one task. With ``key``, a live task with the same key is returned instead."""
         # `is None`, not `or`: a falsy wrong value (0, "", []) must be refused, not ignored.
         call = Enqueue(name, () if args is None else args, {} if kwargs is None else kwargs,
                        queue, priority, delay, key)
-        keys, argv = self._prepare(call)
-        ids = await self.scripts.enqueue(keys, _records(keys, argv), argv)
-        return TaskHandle(self, keys.queue, ids[0].decode())
+        with tracing.producing(name) as publish:
+            keys, argv = self._prepare(call, publish.carrier)
+            ids = await self.scripts.enqueue(keys, _records(keys, argv), argv)
+            task_id = ids[0].decode()
+            publish.sent(keys.queue, [task_id])
+        return TaskHandle(self, keys.queue, task_id)
 
     async def enqueue_many(
         self, calls: Iterable[Enqueue | Mapping[str, Any]]
-    ) -> list[TaskHandle]:
+    ) -> list[TaskHandle[Any]]:
         """Enqueue many tasks in pipelined round trips; all are checked before any is sent."""
-        prepared = [self._prepare(_as_enqueue(call)) for call in calls]
-        if not prepared:
+        items = [_as_enqueue(call) for call in calls]
+        if not items:
             return []
+        with tracing.producing(items[0].name) as publish:
+            handles = await self._enqueue_many(items, publish.carrier)
+            queues = {handle.queue for handle in handles}
+            publish.sent(queues.pop() if len(queues) == 1 else "(several)",
+                         [handle.id for handle in handles])
+        return handles
+
+    async def _enqueue_many(
+        self, calls: list[Enqueue], trace: dict[str, str] | None
+    ) -> list[TaskHandle[Any]]:
+        prepared = [self._prepare(call, trace) for call in calls]
         batches: list[tuple[QueueKeys, list[Any]]] = []
         for keys, call_argv in prepared:
             if batches and batches[-1][0] is keys and len(batches[-1][1]) < 6 * _ENQUEUE_CHUNK:
@@ -162,7 +194,9 @@ class Client:
             for task_id in ids
         ]
 
-    def _prepare(self, call: Enqueue) -> tuple[QueueKeys, tuple[Any, ...]]:
+    def _prepare(
+        self, call: Enqueue, trace: dict[str, str] | None = None
+    ) -> tuple[QueueKeys, tuple[Any, ...]]:
         if not isinstance(call.name, str) or not call.name:
             raise InvalidTask("task name must be a non-empty string")
         task_def = self.app.tasks.get(call.name) if self.app else None
@@ -186,7 +220,8 @@ class Client:
         if call.key is not None and (not isinstance(call.key, str) or not call.key):
             raise InvalidTask("key must be a non-empty string")
         payload = encode_payload(
-            cast(list[Any], call.args), cast(dict[str, Any], call.kwargs), self.max_payload_bytes
+            cast(list[Any], call.args), cast(dict[str, Any], call.kwargs), self.max_payload_bytes,
+            trace,
         )
         delay_ms = math.ceil(call.delay * 1000)
         task_id = new_task_id(keys.queue)
@@ -197,13 +232,22 @@ class Client:
     # ``queue=None``: the queue named in the id (``default`` for ids made before ids
     # named their queue).
 
-    def handle(self, task_id: str, queue: str | None = None) -> TaskHandle:
+    def handle(self, task_id: str, queue: str | None = None) -> TaskHandle[Any]:
         return TaskHandle(self, task_queue(task_id, queue), task_id)
 
     async def status(self, task_id: str, *, queue: str | None = None) -> Status:
         key = queue_keys(task_queue(task_id, queue)).task(task_id)
         state = cast(bytes | None, await self.redis.hget(key, "state"))
         return cast(Status, state.decode()) if state else "unknown"
+
+    async def progress(self, task_id: str, *, queue: str | None = None) -> Progress | None:
+        """The latest progress the task reported, or None if it reported none."""
+        key = queue_keys(task_queue(task_id, queue)).task(task_id)
+        fraction, message = cast(list[bytes | None], await self.redis.hmget(
+            key, ["progress", "progress_message"]))
+        if fraction is None:
+            return None
+        return Progress(float(fraction), (message or b"").decode())
 
     async def result(
         self, task_id: str, *, queue: str | None = None, timeout: float | None = None

@@ -22,7 +22,7 @@ from corral.connection import is_cluster
 from corral.keys import QueueKeys
 from corral.retention import DEFAULT_DEAD_TTL_S, DEFAULT_RESULT_TTL_S
 
-NAMES = ("enqueue", "claim", "finish", "heartbeat", "cancel", "depths", "dlq")
+NAMES = ("enqueue", "claim", "finish", "heartbeat", "cancel", "depths", "dlq", "progress")
 _LUA = Path(__file__).parent / "_lua"
 
 
@@ -83,6 +83,7 @@ class Scripts:
     cancel: Script
     depths: Script
     dlq: Script
+    progress: Script
 
     @classmethod
     def register(cls, redis: Redis) -> Scripts:

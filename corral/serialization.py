@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from corral.errors import InvalidTask
@@ -21,8 +22,10 @@ def encode_payload(
     args: list[Any] | tuple[Any, ...],
     kwargs: dict[str, Any],
     max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    trace: dict[str, str] | None = None,
 ) -> bytes:
-    """The stored form of a call's arguments; raises InvalidTask when it cannot be stored."""
+    """The stored form of a call's arguments (and, when tracing, the producer's trace
+    context); raises InvalidTask when it cannot be stored."""
     if not isinstance(args, (list, tuple)):
         raise InvalidTask(f"args must be a list, not {type(args).__name__}")
     if not isinstance(kwargs, dict):
@@ -31,7 +34,10 @@ def encode_payload(
         if not isinstance(key, str):
             raise InvalidTask(f"kwargs keys must be strings, not {type(key).__name__}")
     try:
-        text = _encoder.encode({"args": list(args), "kwargs": kwargs})
+        call: dict[str, Any] = {"args": list(args), "kwargs": kwargs}
+        if trace:
+            call["trace"] = trace
+        text = _encoder.encode(call)
     except (TypeError, ValueError) as exc:
         raise InvalidTask(f"arguments are not JSON-serialisable: {exc}") from None
     data = text.encode()
@@ -40,10 +46,24 @@ def encode_payload(
     return data
 
 
+@dataclass(frozen=True, slots=True)
+class Call:
+    args: list[Any]
+    kwargs: dict[str, Any]
+    trace: dict[str, str] | None  # the producer's trace context, when it traced
+
+
 def decode_payload(
     data: bytes, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
 ) -> tuple[list[Any], dict[str, Any]]:
     """Call arguments from their stored form; raises PayloadError with the reason."""
+    call = decode_call(data, max_bytes)
+    return call.args, call.kwargs
+
+
+def decode_call(data: bytes, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> Call:
+    """A call from its stored form; raises PayloadError with the reason. A damaged trace
+    context is dropped, never fatal: it only links spans."""
     if len(data) > max_bytes:
         raise PayloadError(f"payload is {len(data)} bytes, over the limit of {max_bytes} bytes")
     try:
@@ -58,7 +78,11 @@ def decode_payload(
         raise PayloadError(f"payload 'args' must be a list, not {type(args).__name__}")
     if not isinstance(kwargs, dict):
         raise PayloadError(f"payload 'kwargs' must be an object, not {type(kwargs).__name__}")
-    return args, kwargs
+    trace = value.get("trace")
+    if not (isinstance(trace, dict)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in trace.items())):
+        trace = None
+    return Call(args, kwargs, trace)
 
 
 def encode_result(value: Any) -> bytes:

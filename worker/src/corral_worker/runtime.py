@@ -17,13 +17,16 @@ from prometheus_client.registry import CollectorRegistry
 from redis.asyncio import Redis
 from redis.exceptions import ReadOnlyError, RedisError, ResponseError
 
+from corral import tracing
 from corral.app import App, TaskDef
 from corral.connection import connect, redact
+from corral.context import TaskContext, entering, leaving
 from corral.keys import QueueKeys, queue_keys
 from corral.scripts import Scripts
 from corral.serialization import (
+    Call,
     PayloadError,
-    decode_payload,
+    decode_call,
     encode_error,
     encode_result,
 )
@@ -34,9 +37,11 @@ from corral_worker.listen import listen
 from corral_worker.metrics import WorkerCollector, WorkerMetrics
 from corral_worker.outcome import Finish, Stop, TaskError, Verdict, decide
 from corral_worker.policy import is_poison
+from corral_worker.progress import ProgressWriter
 from corral_worker.resilience import LoopWatch, RedisHealth, survive
 from corral_worker.scheduler import LocalScheduler
 from corral_worker.settings import WorkerSettings
+from corral_worker.taskcall import RunInThread, bare, call_wrapped
 from corral_worker.threads import ThreadRunner
 
 log = logging.getLogger("corral_worker")
@@ -101,9 +106,10 @@ class Worker:
         self._stop_requested = asyncio.Event()
         redis = self._redis or connect(self.settings.redis_url)
         holder = f"{self.settings.worker_id}/{os.getpid()}-{os.urandom(3).hex()}"
-        self._broker = Broker(redis, Scripts.register(redis), holder,
-                              self.settings.redis_timeout_s,
+        scripts = Scripts.register(redis)
+        self._broker = Broker(redis, scripts, holder, self.settings.redis_timeout_s,
                               dead_ttl_s=self.app.dead_ttl_s, max_dead=self.app.max_dead)
+        self._progress = ProgressWriter(scripts, self.settings.redis_timeout_s)
         http = HttpServer(
             self.registry,
             lambda: self.metrics.event_loop_lag_s,
@@ -120,6 +126,8 @@ class Worker:
                 )
                 log.info("worker http on http://%s:%d (%s)", self.settings.metrics_host,
                          self.metrics_port, " ".join(http.paths))
+            for hook in self.app.on_startup:
+                await hook()
             self._start_background()
             self.started.set()
             log.info(
@@ -132,6 +140,8 @@ class Worker:
             )
             await self._stop_requested.wait()
             await self._drain()
+            await self._progress.close()
+            await self._shut_down_hooks()
         finally:
             await self._stop_background()
             await http.stop()
@@ -141,6 +151,13 @@ class Worker:
             if self._redis is None:
                 await redis.aclose()
         log.info("worker %s stopped", self.settings.worker_id)
+
+    async def _shut_down_hooks(self) -> None:
+        for hook in self.app.on_shutdown:
+            try:
+                await hook()
+            except Exception:  # the others still run: each frees its own resources
+                log.exception("shutdown hook %r failed", hook)
 
     @property
     def left_running(self) -> int:
@@ -325,7 +342,7 @@ class Worker:
             return
         task_def = self.app.tasks[job.name]
         try:
-            args, kwargs = decode_payload(job.payload, self.settings.max_payload_bytes)
+            call = decode_call(job.payload, self.settings.max_payload_bytes)
         except PayloadError as exc:
             self._dead_letter(job, "PayloadError", str(exc))
             return
@@ -337,18 +354,16 @@ class Worker:
         self._running_jobs[job.lease] = job
         self.metrics.started(q.keys.queue, time.time() - job.ready_ms / 1000)
         job.task = asyncio.create_task(
-            self._execute(q, job, task_def, args, kwargs), name=f"corral:task:{job.name}:{job.id}"
+            self._execute(q, job, task_def, call), name=f"corral:task:{job.name}:{job.id}"
         )
 
     # -- running ---------------------------------------------------------------------------
 
-    async def _execute(
-        self, q: _Queue, job: Job, task_def: TaskDef, args: list[Any], kwargs: dict[str, Any]
-    ) -> None:
+    async def _execute(self, q: _Queue, job: Job, task_def: TaskDef, call: Call) -> None:
         data = b""
         raised: TaskError | None = None
         try:
-            data = encode_result(await self._call(job, task_def, args, kwargs))
+            data = encode_result(await self._call(job, task_def, call))
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if job.cancel_reason is None and current is not None and current.cancelling():
@@ -368,16 +383,25 @@ class Worker:
         if not self._stopping:
             self._dispatch()
 
-    async def _call(
-        self, job: Job, task_def: TaskDef, args: list[Any], kwargs: dict[str, Any]
-    ) -> Any:
-        if task_def.is_async:
-            return await task_def.fn(*args, **kwargs)
-        # The clock starts when a thread is free, not while it waits for one.
-        return await self._threads.run(
-            functools.partial(task_def.fn, *args, **kwargs),
-            functools.partial(_clock_starts, job, task_def.timeout_s),
-        )
+    async def _call(self, job: Job, task_def: TaskDef, call: Call) -> Any:
+        context = TaskContext(job, self._progress.report)
+        token = entering(context)  # in this attempt's own asyncio context
+        try:
+            if self.app.middleware or tracing.active():
+                return await call_wrapped(self.app, task_def, context, call,
+                                          self._in_thread(job, task_def))
+            if task_def.is_async:  # the hot path: nothing around it
+                return await task_def.fn(*call.args, **call.kwargs)
+            return await bare(task_def, call, self._in_thread(job, task_def))
+        finally:
+            # Else the asyncio task's context keeps the TaskContext, which refers back to
+            # the job that holds the task: a cycle per attempt for the GC to find.
+            leaving(token)
+
+    def _in_thread(self, job: Job, task_def: TaskDef) -> RunInThread:
+        # A plain function's clock starts when a thread is free, not while it waits.
+        started = functools.partial(_clock_starts, job, task_def.timeout_s)
+        return functools.partial(self._threads.run, on_start=started)
 
     def _settle(self, job: Job, task_def: TaskDef, verdict: Verdict, data: bytes) -> None:
         """Record the verdict on an attempt that ran (once: a task abandoned at shutdown
