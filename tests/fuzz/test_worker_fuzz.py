@@ -217,6 +217,6 @@ def test_dlq_commands_handle_whatever_the_fuzzing_left(fuzz_env: FuzzEnv) -> Non
     assert all(line.rstrip().split("  ")[-1].strip(": ") for line in lines)
     inspected = corral("inspect")
     assert inspected.returncode == 0, inspected.stderr
-    purged = corral("dlq", "purge")
+    purged = corral("dlq", "purge", "--all")
     assert purged.returncode == 0 and fuzz_env.conn.zcard(KEYS.dead) == 0
     assert fuzz_env.worker.process.poll() is None

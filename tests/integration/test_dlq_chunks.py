@@ -115,7 +115,7 @@ async def test_requeue_and_purge_by_id_keep_their_meaning(
     assert await redis_conn.llen(KEYS.ready[0]) == len(chosen)
 
     purged = corral(redis_url, "dlq", "purge", ids[-1])
-    assert purged.stdout.strip() == "purged 1 tasks"
+    assert purged.stdout.strip() == "purged 1 task"
     assert await redis_conn.exists(KEYS.task(ids[-1])) == 0
     assert await redis_conn.zcard(KEYS.dead) == 3 * DLQ_CHUNK - len(chosen) - 1
     both = corral(redis_url, "dlq", "purge", ids[0], "--all")

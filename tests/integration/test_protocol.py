@@ -10,6 +10,7 @@ from corral.depths import read_queue_depths
 from corral.keys import queue_keys
 from corral.scripts import NAMES, Script, Scripts, source
 from corral_worker.broker import Broker, Outcome
+from corral_worker.outcome import Finish
 from tests.support.inproc import running_worker
 
 KEYS = queue_keys("default")
@@ -105,9 +106,11 @@ async def test_scripts_touch_only_declared_keys_except_records_of_ids_from_redis
         jobs = claimed.jobs
         await broker.heartbeat(KEYS, "w-1", jobs, {"running": 1}, 30_000, 60_000, 1000)
         await broker.finish(KEYS, [
-            Outcome(jobs[0], "s", b"1", 1000), Outcome(jobs[1], "f", b"{}", 1000),
-            Outcome(jobs[2], "d", b"{}", 60_000), Outcome(jobs[3], "r", b"{}", 60_000),
-            Outcome(jobs[4], "q", number=1),
+            Outcome(jobs[0], Finish.SUCCEEDED, b"1", ttl_ms=1000),
+            Outcome(jobs[1], Finish.FAILED, b"{}", ttl_ms=1000),
+            Outcome(jobs[2], Finish.DEAD, b"{}", ttl_ms=60_000),
+            Outcome(jobs[3], Finish.RETRY, b"{}", delay_ms=60_000),
+            Outcome(jobs[4], Finish.REQUEUE, give_back=True),
         ])
         await client.cancel(jobs[3].id)
         dead_id = jobs[2].id
@@ -121,7 +124,8 @@ async def test_scripts_touch_only_declared_keys_except_records_of_ids_from_redis
         await client.enqueue("noop", key="k")
         await read_queue_depths(conn, ["default"], scripts)
         again = await broker.claim(KEYS, 10, 30_000)
-        await broker.finish(KEYS, [Outcome(job, "d", b"{}", 60_000) for job in again.jobs])
+        await broker.finish(KEYS, [Outcome(job, Finish.DEAD, b"{}", ttl_ms=60_000)
+                                   for job in again.jobs])
         [c async for c in dlq_chunks(conn, "default", "purge", scripts=scripts)]
         derived = await _undeclared(conn)
         assert derived, "the exceptions were exercised"

@@ -17,7 +17,7 @@ def _task(**settings: object) -> TaskDef:
     fields: dict[str, object] = {
         "name": "t", "fn": print, "queue": "default", "timeout_s": 2.0, "retries": 2,
         "retry_backoff_s": 1.0, "retry_backoff_max_s": 10.0, "result_ttl_s": 60.0,
-        "dead_letter": True, "is_async": True,
+        "dead_ttl_s": 3600.0, "dead_letter": True, "is_async": True,
     }
     fields.update(settings)
     return TaskDef(**fields)  # type: ignore[arg-type]
@@ -40,7 +40,8 @@ def test_raised_is_retried_with_backoff_while_attempts_are_left() -> None:
 
 
 @pytest.mark.parametrize(("dead_letter", "finish", "ttl_ms"),
-                         [(True, Finish.DEAD, 0), (False, Finish.FAILED, 60_000)])
+                         # dead: kept for the task's dead_ttl; failed: its result_ttl
+                         [(True, Finish.DEAD, 3_600_000), (False, Finish.FAILED, 60_000)])
 def test_raised_on_the_last_attempt(dead_letter: bool, finish: Finish, ttl_ms: int) -> None:
     verdict = decide(_task(dead_letter=dead_letter), 3, BOOM, None)
     assert verdict.finish is finish and verdict.error == BOOM and verdict.ttl_ms == ttl_ms
