@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
@@ -14,19 +15,17 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pydantic import ValidationError
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
-from corral.connection import connect, redact
-from corral.depths import QueueDepth, read_queue_depths
+from corral.depths import QueueDepth
 from corral.errors import ConfigError
-from corral.scripts import Scripts
 from corral_operator import deployment as dep
 from corral_operator import models
 from corral_operator import status as st
 from corral_operator.kube import Kube, KubeError, NotFound, ObjectRef, now_rfc3339
 from corral_operator.metrics import OperatorMetrics
 from corral_operator.policy import Decision, Load, PolicyState, ScalingParams, decide
+from corral_operator.redis_io import RedisUnavailable, Server, Servers
+from corral_operator.shards import WHOLE, Shard
 
 log = logging.getLogger("corral.operator")
 Body = dict[str, Any]
@@ -36,8 +35,6 @@ Body = dict[str, Any]
 class ControllerSettings:
     """Operator-wide knobs of every TaskQueue loop."""
 
-    # A Redis read slower than this counts as a failure.
-    redis_timeout_s: float = 5.0
     # Retries after failures back off from pollSeconds up to this.
     max_backoff_s: float = 10.0
     # How often a Redis URL from a Secret is read again.
@@ -53,6 +50,8 @@ class Runtime:
     kube: Kube
     metrics: OperatorMetrics
     settings: ControllerSettings = field(default_factory=ControllerSettings)
+    servers: Servers = field(default_factory=Servers)
+    shard: Shard = WHOLE
     clock: Callable[[], float] = time.monotonic
     controllers: dict[str, TaskQueueController] = field(default_factory=dict)
 
@@ -97,10 +96,11 @@ class TaskQueueController:
         self._spec: tuple[int | None, models.TaskQueueSpec] | None = None
         self._invalid_generation: int | None = None
         self._seen_generation: int | None = None
-        self._redis: Redis | None = None
-        self._scripts: Scripts | None = None
+        self._server: Server | None = None
         self._redis_source: models.RedisSpec | None = None
-        self._redis_url: str | None = None
+        self._watched: tuple[str, ...] = ()
+        # Replicas after the last pass; a wake-up matters only while this is zero.
+        self._replicas: int | None = None
         self._url_read_s = float("-inf")
         self._failures = 0
         self._was_reachable: bool | None = None
@@ -128,7 +128,8 @@ class TaskQueueController:
                     break
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay_s)
+                    await asyncio.wait_for(self._wake.wait(),
+                                           on_grid(delay_s, self._grid_s, self.runtime.clock()))
         finally:
             stop_watch.cancel()
             await asyncio.gather(stop_watch, return_exceptions=True)
@@ -155,6 +156,17 @@ class TaskQueueController:
     def wake(self) -> None:
         """Reconcile now instead of at the next poll (the spec changed)."""
         self._wake.set()
+
+    def _on_queue_wake(self, queue: str) -> None:
+        """Work appeared in an empty queue. Only scaling from zero waits on this: with
+        replicas running, the poll scales further (and wake-ups come often)."""
+        if self._replicas == 0:
+            self._wake.set()
+
+    @property
+    def _grid_s(self) -> float:
+        spec = self._spec[1] if self._spec is not None else None
+        return float(spec.scaling.poll_seconds) if spec is not None else 1.0
 
     async def close(self) -> None:
         await self._drop_redis()
@@ -207,6 +219,7 @@ class TaskQueueController:
         else:
             await self._announce_scale(decision)
         await self._report(body, generation, spec, decision, seen)
+        self._replicas = _replicas(seen.deployment)
         self._failures = self._failures + 1 if seen.redis_error else 0
         return self._backoff_s(spec) if seen.redis_error else float(spec.scaling.poll_seconds)
 
@@ -239,41 +252,42 @@ class TaskQueueController:
 
     async def _read_queues(self, spec: models.TaskQueueSpec, seen: _Observation) -> None:
         try:
-            redis, scripts = await self._connection(spec.redis)
-            seen.depths = await asyncio.wait_for(
-                read_queue_depths(redis, spec.queue_names, scripts),
-                self.runtime.settings.redis_timeout_s)
+            server = await self._connection(spec.redis)
+            self._watch(server, tuple(spec.queue_names))
+            seen.depths = await server.depths(spec.queue_names)
         except NotFound as exc:
             seen.redis_error, seen.redis_reason = str(exc), "SecretNotFound"
         except KubeError as exc:
             seen.redis_error, seen.redis_reason = str(exc), "SecretUnreadable"
-        except (RedisError, OSError, TimeoutError, ConfigError) as exc:
-            text = str(exc) or type(exc).__name__
-            seen.redis_error, seen.redis_reason = f"redis: {text}", "ConnectionFailed"
-        if seen.redis_error is not None:
-            await self._drop_redis()
+        except RedisUnavailable as exc:
+            seen.redis_error, seen.redis_reason = str(exc), "ConnectionFailed"
+        except ConfigError as exc:  # a URL that names no Redis we can connect to
+            seen.redis_error, seen.redis_reason = f"redis: {exc}", "ConnectionFailed"
         await self._announce_redis(seen.redis_error)
 
-    async def _connection(self, source: models.RedisSpec) -> tuple[Redis, Scripts]:
-        """The client for ``source``; a URL from a Secret is read again now and then,
-        so a changed Secret (a rotated password, a moved Redis) is picked up."""
+    async def _connection(self, source: models.RedisSpec) -> Server:
+        """The shared server for ``source``; a URL from a Secret is read again now and
+        then, so a changed Secret (a rotated password, a moved Redis) is picked up."""
         now_s = self.runtime.clock()
         fresh = now_s - self._url_read_s < self.runtime.settings.secret_refresh_s
-        if self._redis is not None and source == self._redis_source \
+        if self._server is not None and source == self._redis_source \
                 and (source.url_secret_ref is None or fresh):
-            assert self._scripts is not None
-            return self._redis, self._scripts
+            return self._server
         url = await self._url(source)
         self._url_read_s = now_s
-        if self._redis is not None and source == self._redis_source and url == self._redis_url:
-            assert self._scripts is not None
-            return self._redis, self._scripts
+        if self._server is not None and source == self._redis_source \
+                and url == self._server.url:
+            return self._server
         await self._drop_redis()
-        self._redis = connect(url, max_connections=4)
-        self._scripts = Scripts.register(self._redis)
-        self._redis_source, self._redis_url = source, url
-        self._log.info("connecting to redis at %s", redact(url))
-        return self._redis, self._scripts
+        self._server = self.runtime.servers.acquire(url)
+        self._redis_source = source
+        return self._server
+
+    def _watch(self, server: Server, queues: tuple[str, ...]) -> None:
+        if queues != self._watched:
+            server.unwatch(self._watched, self._on_queue_wake)
+            server.watch(queues, self._on_queue_wake)
+            self._watched = queues
 
     async def _url(self, source: models.RedisSpec) -> str:
         if source.url_secret_ref is None:
@@ -283,10 +297,11 @@ class TaskQueueController:
         return (await self.runtime.kube.read_secret_key(self.namespace, ref.name, ref.key)).strip()
 
     async def _drop_redis(self) -> None:
-        redis, self._redis, self._scripts, self._redis_source = self._redis, None, None, None
-        if redis is not None:
-            with contextlib.suppress(RedisError, OSError):
-                await redis.aclose()
+        server, self._server, self._redis_source = self._server, None, None
+        if server is not None:
+            server.unwatch(self._watched, self._on_queue_wake)
+            self._watched = ()
+            await self.runtime.servers.release(server)
 
     async def _announce_redis(self, error: str | None) -> None:
         reachable = error is None
@@ -460,6 +475,16 @@ class TaskQueueController:
         poll_s = float(spec.scaling.poll_seconds)
         ceiling_s = max(poll_s, self.runtime.settings.max_backoff_s)
         return float(min(poll_s * 2 ** min(self._failures, 10), ceiling_s))
+
+
+def on_grid(delay_s: float, grid_s: float, now_s: float) -> float:
+    """``delay_s`` shortened so that the wait ends on a multiple of ``grid_s``: loops
+    with one pollSeconds then wake together, and their Redis reads share a round
+    trip. A pass that ran for X seconds past a grid point waits ``grid_s - X``."""
+    if grid_s <= 0:
+        return delay_s
+    next_point = math.floor(now_s / grid_s) * grid_s + grid_s
+    return max(0.0, next_point + max(0.0, delay_s - grid_s) - now_s)
 
 
 def _params(scaling: models.ScalingSpec) -> ScalingParams:
