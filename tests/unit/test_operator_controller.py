@@ -537,3 +537,33 @@ async def test_taskqueues_on_one_redis_share_one_round_trip_per_tick(
 def test_waits_end_on_the_poll_grid(delay_s: float, grid_s: float, now_s: float,
                                     want_s: float) -> None:
     assert ctl.on_grid(delay_s, grid_s, now_s) == pytest.approx(want_s)
+
+
+async def test_a_watched_deployment_is_not_read_from_the_api_again(
+        loop: ctl.TaskQueueController, runtime: ctl.Runtime, kube: FakeKube, client: Client,
+        redis_url: str) -> None:
+    live = body(spec_for(redis_url))
+    await loop.reconcile_once(live)
+    assert kube.calls.count("get") == 1  # not watched yet: asked for
+    runtime.deployments.seen("ADDED", kube.deployments["emails-worker"])
+    await loop.reconcile_once(live)
+    await enqueue(client, "q1", 25)
+    await loop.reconcile_once(live)  # scales to 3 from the watched copy
+    assert kube.deployments["emails-worker"]["spec"]["replicas"] == 3
+    # The watch has not shown the scale yet: our own write is the newer copy.
+    await loop.reconcile_once(live)
+    assert kube.calls.count("get") == 1
+    assert kube.calls.count("scale:3") == 1  # not scaled twice, no second event
+    assert kube.reasons().count("ScaledUp") == 1
+
+
+async def test_a_deployment_deleted_behind_our_back_is_created_again(
+        loop: ctl.TaskQueueController, runtime: ctl.Runtime, kube: FakeKube,
+        redis_url: str) -> None:
+    live = body(spec_for(redis_url))
+    await loop.reconcile_once(live)
+    runtime.deployments.seen("ADDED", kube.deployments["emails-worker"])
+    deleted = kube.deployments.pop("emails-worker")
+    runtime.deployments.seen("DELETED", deleted)
+    await loop.reconcile_once(live)
+    assert "emails-worker" in kube.deployments

@@ -21,6 +21,7 @@ from corral.errors import ConfigError
 from corral_operator import deployment as dep
 from corral_operator import models
 from corral_operator import status as st
+from corral_operator.cache import DeploymentCache, newer
 from corral_operator.kube import Kube, KubeError, NotFound, ObjectRef, now_rfc3339
 from corral_operator.metrics import OperatorMetrics
 from corral_operator.policy import Decision, Load, PolicyState, ScalingParams, decide
@@ -51,6 +52,7 @@ class Runtime:
     metrics: OperatorMetrics
     settings: ControllerSettings = field(default_factory=ControllerSettings)
     servers: Servers = field(default_factory=Servers)
+    deployments: DeploymentCache = field(default_factory=DeploymentCache)
     shard: Shard = WHOLE
     clock: Callable[[], float] = time.monotonic
     controllers: dict[str, TaskQueueController] = field(default_factory=dict)
@@ -105,6 +107,7 @@ class TaskQueueController:
         self._failures = 0
         self._was_reachable: bool | None = None
         self._written_status: Body | None = None
+        self._written_deployment: Body | None = None
         self._last_scale_time: str | None = None
 
     @property
@@ -201,8 +204,7 @@ class TaskQueueController:
     ) -> float:
         seen = _Observation()
         await self._read_queues(spec, seen)
-        seen.deployment = await self.runtime.kube.get_deployment(
-            self.namespace, dep.deployment_name(self.name))
+        seen.deployment = await self._observe_deployment()
         current = _replicas(seen.deployment)
         decision = self._decide(spec, current, seen.depths)
         if decision.desired < current and not await self._set_deletion_costs(seen.depths):
@@ -358,6 +360,15 @@ class TaskQueueController:
             return False
         return True
 
+    async def _observe_deployment(self) -> Body | None:
+        """From the watch; from the API server only when the watch has not shown it
+        (not created yet, just created, or deleted by someone)."""
+        name = dep.deployment_name(self.name)
+        cached = self.runtime.deployments.get(self.namespace, name)
+        if cached is not None:
+            return newer(cached, self._written_deployment)
+        return await self.runtime.kube.get_deployment(self.namespace, name)
+
     async def _write_deployment(
         self, spec: models.TaskQueueSpec, current: Body | None, decision: Decision
     ) -> Body:
@@ -381,6 +392,7 @@ class TaskQueueController:
         else:
             return current  # type: ignore[return-value]  # drifted covers None
         self._applied_generation = result["metadata"].get("generation")
+        self._written_deployment = result
         return result
 
     async def _announce_scale(self, decision: Decision) -> None:

@@ -4,6 +4,7 @@ around a plain async function of ``corral_operator.controller``.
 - login: credentials for kopf's own watches (in-cluster, else the kubeconfig).
 - a daemon per TaskQueue of this shard: its control loop, stopped when the TaskQueue goes.
 - a TaskQueue's spec changed: wake its loop at once instead of at the next poll.
+- a worker Deployment changed: remembered, so that a poll reads none from the API.
 
 TaskQueues of other shards (``corral operator --shard I/N``) match no handler.
 """
@@ -16,6 +17,7 @@ import kopf
 
 from corral_operator import controller, models
 from corral_operator.controller import Runtime
+from corral_operator.deployment import MANAGER
 
 TASKQUEUES = (models.GROUP, models.VERSION, models.PLURAL)
 
@@ -42,5 +44,10 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
                    when=lambda body, **_: ours(body) and controller.spec_changed(runtime, body))
     async def spec_watch(body: kopf.Body, **_: Any) -> None:
         controller.wake(runtime, body)
+
+    @kopf.on.event("apps", "v1", "deployments", id="worker-deployments", registry=registry,
+                   labels={"app.kubernetes.io/managed-by": MANAGER})
+    async def worker_deployment(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+        runtime.deployments.seen(event.get("type"), body)
 
     return registry
