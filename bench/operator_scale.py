@@ -397,7 +397,8 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             steady = measure_steady(plane, op, RedisCounters(conn), args.taskqueues,
                                     args.poll_seconds, args.steady_s, baseline)
             print(json.dumps(steady.__dict__, indent=1), flush=True)
-            prof = profile(op, args.profile_s, tmp / "profile.txt") if args.profile_s else {}
+            raw = args.json.with_suffix(".profile.txt") if args.json else tmp / "profile.txt"
+            prof = profile(op, args.profile_s, raw) if args.profile_s else {}
             trials = asyncio.run(run_trials(plane, server.url, args.poll_seconds, args.trials))
             conn.close()
     finally:

@@ -104,6 +104,10 @@ class FakeKube:
         self.calls.append("status")
         self.status = {**self.status, **copy.deepcopy(status)}
 
+    async def set_taskqueue_finalizers(self, namespace: str, name: str, finalizers: list[str],
+                                       resource_version: str) -> None:
+        self.calls.append(f"finalizers:{','.join(finalizers)}@{resource_version}")
+
     async def post_event(self, ref: ObjectRef, kind: str, reason: str, message: str) -> None:
         self.events.append((kind, reason, message))
 
@@ -567,3 +571,16 @@ async def test_a_deployment_deleted_behind_our_back_is_created_again(
     runtime.deployments.seen("DELETED", deleted)
     await loop.reconcile_once(live)
     assert "emails-worker" in kube.deployments
+
+
+async def test_finalizers_of_another_shard_layout_are_removed(
+        loop: ctl.TaskQueueController, kube: FakeKube, redis_url: str) -> None:
+    live = body(spec_for(redis_url))
+    live["metadata"] |= {"resourceVersion": "42", "finalizers": [
+        "corral.dev/operator-shard-1-of-2", "corral.dev/operator", "example.com/theirs"]}
+    await loop.reconcile_once(live)
+    assert "finalizers:corral.dev/operator,example.com/theirs@42" in kube.calls
+    live["metadata"]["finalizers"] = ["corral.dev/operator"]
+    calls = len(kube.calls)
+    await loop.reconcile_once(live)
+    assert not [c for c in kube.calls[calls:] if c.startswith("finalizers:")]

@@ -10,8 +10,8 @@ import uuid
 import pytest
 
 from corral_operator.cli import shard_arg
-from corral_operator.main import OperatorConfig, finalizer_name, kopf_settings, peering_name
-from corral_operator.shards import WHOLE, Shard, shard_of
+from corral_operator.main import OperatorConfig, kopf_settings, peering_name
+from corral_operator.shards import WHOLE, Shard, shard_of, stale_finalizers
 
 UIDS = [str(uuid.UUID(int=i * 7919 + 1)) for i in range(2000)]
 
@@ -57,11 +57,20 @@ def test_bad_shards_are_refused_with_one_line(text: str) -> None:
 def test_each_shard_has_its_own_peering_and_finalizer() -> None:
     names = {peering_name("corral", Shard(i, 3)) for i in range(3)}
     assert len(names) == 3 and "corral" not in names
-    finalizers = {finalizer_name(Shard(i, 3)) for i in range(3)}
+    finalizers = {Shard(i, 3).finalizer for i in range(3)}
     assert len(finalizers) == 3
     # Unsharded: the names of before, so upgrading changes nothing.
     assert peering_name("corral", WHOLE) == "corral"
-    assert finalizer_name(WHOLE) == "corral.dev/operator"
+    assert WHOLE.finalizer == "corral.dev/operator"
+
+
+def test_finalizers_of_another_layout_are_stale() -> None:
+    on_object = ["corral.dev/operator", "corral.dev/operator-shard-1-of-3",
+                 "corral.dev/operator-shard-0-of-2", "example.com/keep", "corral.dev/other"]
+    assert stale_finalizers(on_object, Shard(0, 2).finalizer) == [
+        "corral.dev/operator", "corral.dev/operator-shard-1-of-3"]
+    assert stale_finalizers(on_object, WHOLE.finalizer) == [
+        "corral.dev/operator-shard-1-of-3", "corral.dev/operator-shard-0-of-2"]
 
 
 def test_kopf_settings_of_a_shard() -> None:

@@ -26,7 +26,7 @@ from corral_operator.kube import Kube, KubeError, NotFound, ObjectRef, now_rfc33
 from corral_operator.metrics import OperatorMetrics
 from corral_operator.policy import Decision, Load, PolicyState, ScalingParams, decide
 from corral_operator.redis_io import RedisUnavailable, Server, Servers
-from corral_operator.shards import WHOLE, Shard
+from corral_operator.shards import WHOLE, Shard, stale_finalizers
 
 log = logging.getLogger("corral.operator")
 Body = dict[str, Any]
@@ -180,6 +180,7 @@ class TaskQueueController:
         started = self.runtime.clock()
         generation = body.get("metadata", {}).get("generation")
         self._seen_generation = generation
+        await self._drop_stale_finalizers(body)
         if body.get("metadata", {}).get("deletionTimestamp"):
             return self.runtime.settings.invalid_spec_retry_s  # going away: touch nothing
         try:
@@ -224,6 +225,22 @@ class TaskQueueController:
         self._replicas = _replicas(seen.deployment)
         self._failures = self._failures + 1 if seen.redis_error else 0
         return self._backoff_s(spec) if seen.redis_error else float(spec.scaling.poll_seconds)
+
+    async def _drop_stale_finalizers(self, body: Mapping[str, Any]) -> None:
+        meta = body.get("metadata") or {}
+        finalizers = list(meta.get("finalizers") or [])
+        stale = stale_finalizers(finalizers, self.runtime.shard.finalizer)
+        if not stale:
+            return
+        keep = [f for f in finalizers if f not in stale]
+        try:
+            await self.runtime.kube.set_taskqueue_finalizers(
+                self.namespace, self.name, keep, str(meta.get("resourceVersion") or ""))
+        except KubeError as exc:  # a conflict most likely: tried again next pass
+            self._log.warning("finalizers %s of another shard layout not removed: %s",
+                              ", ".join(stale), exc)
+            return
+        self._log.info("removed finalizers of another shard layout: %s", ", ".join(stale))
 
     # -- spec ----------------------------------------------------------------------------
 

@@ -60,14 +60,6 @@ class OperatorConfig:
     controller: ControllerSettings = field(default_factory=ControllerSettings)
 
 
-def finalizer_name(shard: Shard) -> str:
-    """Each shard its own finalizer: kopf removes its finalizer from every object
-    that none of its handlers matches, so a shared name would be added by one shard
-    and removed by the others, over and over."""
-    base = f"{models.GROUP}/operator"
-    return base if shard == WHOLE else f"{base}-{shard.suffix}"
-
-
 def peering_name(peering: str, shard: Shard) -> str:
     """Each shard its own peering: in a shared one, all but one shard would stand by."""
     return peering if shard == WHOLE else f"{peering}-{shard.suffix}"
@@ -78,7 +70,7 @@ def kopf_settings(config: OperatorConfig) -> kopf.OperatorSettings:
     # Corral posts its own events (ScaledUp, RedisUnreachable…); kopf's would be noise.
     settings.posting.enabled = False
     # Keep kopf's bookkeeping in Corral's annotations, out of the TaskQueue status.
-    settings.persistence.finalizer = finalizer_name(config.shard)
+    settings.persistence.finalizer = config.shard.finalizer
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=models.GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=models.GROUP, key="last-handled-configuration")

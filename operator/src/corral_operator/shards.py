@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+from corral_operator.models import GROUP
 
 _SPEC = re.compile(r"^(\d+)/(\d+)$")
 MAX_SHARDS = 1024
+FINALIZER = f"{GROUP}/operator"
 
 
 def shard_of(uid: str, count: int) -> int:
@@ -50,8 +54,22 @@ class Shard:
         """What names this shard's own kopf objects: peering, finalizer."""
         return f"shard-{self.index}-of-{self.count}"
 
+    @property
+    def finalizer(self) -> str:
+        """Each shard its own finalizer: kopf removes its finalizer from every object
+        that none of its handlers matches, so a shared name would be added by one
+        shard and removed by the others, over and over."""
+        return FINALIZER if self.count == 1 else f"{FINALIZER}-{self.suffix}"
+
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"
 
 
 WHOLE = Shard(0, 1)  # an unsharded operator: every TaskQueue
+
+
+def stale_finalizers(finalizers: Iterable[str], mine: str) -> list[str]:
+    """Corral finalizers of another shard layout (left by an earlier ``--shard``
+    count, or by an unsharded operator): no running shard would ever remove them."""
+    return [f for f in finalizers
+            if f != mine and (f == FINALIZER or f.startswith(f"{FINALIZER}-shard-"))]
