@@ -183,6 +183,8 @@ def by_verb(delta: Counter[tuple[str, str]], seconds: float) -> dict[str, float]
 
 
 WRITE_VERBS = ("POST", "PUT", "PATCH", "DELETE", "APPLY")
+# What the operator writes; the API server's own lease renewals are left out.
+OPERATOR_RESOURCES = ("deployments", "taskqueues", "events", "pods", "kopfpeerings")
 
 
 # Commands a script cannot run: what clients sent. Everything else in the steady
@@ -216,6 +218,7 @@ class Steady:
     rss_mib: float
     api_per_s: dict[str, float]
     api_writes_per_s: float
+    api_writes_by_resource_per_s: dict[str, float]
     api_baseline_per_s: dict[str, float]
     redis_all_per_s: float
     redis_client_per_s: float
@@ -251,8 +254,12 @@ def measure_steady(plane: ControlPlane, op: Operator, counters: RedisCounters, n
         cpu_share=round((cpu1 - cpu0) / wall, 3),
         rss_mib=round(max(rss) / 2**20, 1),
         api_per_s=by_verb(api, wall),
-        api_writes_per_s=round(sum(v for (verb, _), v in api.items()
-                                   if verb in WRITE_VERBS) / wall, 2),
+        api_writes_per_s=round(sum(
+            v for (verb, resource), v in api.items()
+            if verb in WRITE_VERBS and resource.split("/")[0] in OPERATOR_RESOURCES) / wall, 2),
+        api_writes_by_resource_per_s={f"{verb} {resource}": round(v / wall, 2)
+                                      for (verb, resource), v in sorted(api.items())
+                                      if verb in WRITE_VERBS and v},
         api_baseline_per_s=baseline,
         redis_all_per_s=round(all_cmds / wall, 1),
         redis_client_per_s=round(sent / wall, 1),
