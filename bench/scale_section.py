@@ -74,8 +74,12 @@ def run(out_dir: Path, quick: bool = False) -> dict[str, Any]:
 # -- the doc -------------------------------------------------------------------------------
 
 
+def _baseline() -> dict[str, Any]:
+    return dict(json.loads(BEFORE.read_text())) if BEFORE.exists() else {}
+
+
 def _before() -> list[Run]:
-    return list(json.loads(BEFORE.read_text())) if BEFORE.exists() else []
+    return list(_baseline().get("runs", []))
 
 
 def _key(r: Run) -> tuple[int, int]:
@@ -178,6 +182,7 @@ def markdown(section: Mapping[str, Any] | None, image: str | None) -> str:
         "the operator of the previous release (a Redis client, a GET of the Deployment and a "
         "timer per TaskQueue, scaling from zero only on the poll).",
         table(after, before),
+        *_baseline().get("notes", []),
     ]
     if image:
         parts.append(f"![Reaction and CPU against the number of TaskQueues]({image})")
