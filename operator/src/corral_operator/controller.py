@@ -5,7 +5,6 @@ per TaskQueue, so a broken TaskQueue only ever stalls its own loop."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -108,6 +107,10 @@ class TaskQueueController:
         self._was_reachable: bool | None = None
         self._written_status: Body | None = None
         self._written_deployment: Body | None = None
+        # The rendered Deployment of the current spec (rendering and hashing it is
+        # most of a pass's work), and the metric values last exported.
+        self._rendered: tuple[models.TaskQueueSpec, Body] | None = None
+        self._exported: tuple[Any, ...] | None = None
         self._last_scale_time: str | None = None
 
     @property
@@ -130,9 +133,7 @@ class TaskQueueController:
                 if stopped:
                     break
                 self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(),
-                                           on_grid(delay_s, self._grid_s, self.runtime.clock()))
+                await self._sleep(on_grid(delay_s, self._grid_s, self.runtime.clock()))
         finally:
             stop_watch.cancel()
             await asyncio.gather(stop_watch, return_exceptions=True)
@@ -147,6 +148,15 @@ class TaskQueueController:
             self._log.exception("reconcile failed unexpectedly; retrying")
             self._failures += 1
             return self.runtime.settings.max_backoff_s
+
+    async def _sleep(self, delay_s: float) -> None:
+        """Until ``delay_s`` is over or the loop is woken (cheaper than ``wait_for``,
+        which makes a task per wait: a thousand loops wait every second)."""
+        timer = asyncio.get_running_loop().call_later(delay_s, self._wake.set)
+        try:
+            await self._wake.wait()
+        finally:
+            timer.cancel()
 
     async def _wake_when(self, stopped: StopFlag) -> None:
         await stopped.wait()
@@ -391,7 +401,7 @@ class TaskQueueController:
     ) -> Body:
         """Apply the rendered Deployment when it is missing, outdated or edited by
         someone else (its generation moved without us); else only patch the replicas."""
-        rendered = dep.render(self.owner, spec, decision.desired)
+        rendered = self._render(spec, decision.desired)
         wanted_hash = rendered["metadata"]["annotations"][dep.SPEC_HASH_ANNOTATION]
         if current is None:
             self._log.info("creating deployment %s", rendered["metadata"]["name"])
@@ -411,6 +421,12 @@ class TaskQueueController:
         self._applied_generation = result["metadata"].get("generation")
         self._written_deployment = result
         return result
+
+    def _render(self, spec: models.TaskQueueSpec, replicas: int) -> Body:
+        if self._rendered is None or self._rendered[0] is not spec:
+            self._rendered = (spec, dep.render(self.owner, spec, 0))
+        base = self._rendered[1]
+        return {**base, "spec": {**base["spec"], "replicas": replicas}}
 
     async def _announce_scale(self, decision: Decision) -> None:
         if not decision.changed:
@@ -465,6 +481,13 @@ class TaskQueueController:
     def _export(
         self, status: Body, scaling: models.ScalingSpec, depths: Mapping[str, QueueDepth] | None
     ) -> None:
+        dead = None if depths is None else {q: d.dead for q, d in depths.items()}
+        values = (status["desiredReplicas"], status["replicas"], status["readyReplicas"],
+                  scaling.min_replicas, scaling.max_replicas, status.get("backlog"),
+                  status.get("inFlight"), dead)
+        if values == self._exported:
+            return
+        self._exported = values
         m, labels = self.runtime.metrics, (self.namespace, self.name)
         m.desired_replicas.labels(*labels).set(status["desiredReplicas"])
         m.current_replicas.labels(*labels).set(status["replicas"])
@@ -474,7 +497,7 @@ class TaskQueueController:
         if depths is not None:
             m.backlog.labels(*labels).set(status["backlog"])
             m.in_flight.labels(*labels).set(status["inFlight"])
-            m.set_dead_letter(*labels, {q: d.dead for q, d in depths.items()})
+            m.set_dead_letter(*labels, dead or {})
 
     async def _write_status(self, status: Body) -> None:
         if status == self._written_status:

@@ -70,7 +70,8 @@ class Server:
         self._scripts = Scripts.register(self._redis)
         self._pending: list[_Read] = []
         self._flush_timer: asyncio.TimerHandle | None = None
-        self._flushes: set[asyncio.Task[None]] = set()
+        # One pipeline in flight at a time: reads asked for meanwhile go in the next.
+        self._in_flight: asyncio.Task[None] | None = None
         self._watchers: dict[str, set[OnWake]] = {}
         self._subscriber: asyncio.Task[None] | None = None
         self.round_trips = 0  # pipelines sent, for tests and metrics
@@ -84,16 +85,20 @@ class Server:
         loop = asyncio.get_running_loop()
         read = _Read(tuple(queues), loop.create_future())
         self._pending.append(read)
-        if self._flush_timer is None:
+        if self._flush_timer is None and self._in_flight is None:
             self._flush_timer = loop.call_later(self._settings.batch_window_s, self._flush)
         return await read.future
 
     def _flush(self) -> None:
         self._flush_timer = None
         batch, self._pending = self._pending, []
-        task = asyncio.get_running_loop().create_task(self._send(batch))
-        self._flushes.add(task)
-        task.add_done_callback(self._flushes.discard)
+        self._in_flight = asyncio.get_running_loop().create_task(self._send(batch))
+        self._in_flight.add_done_callback(self._sent)
+
+    def _sent(self, _: asyncio.Task[None]) -> None:
+        self._in_flight = None
+        if self._pending and self._flush_timer is None:
+            self._flush()  # what came in meanwhile has waited long enough
 
     async def _send(self, batch: list[_Read]) -> None:
         wanted = [r for r in batch if not r.future.done()]  # a waiter may have given up
@@ -101,7 +106,7 @@ class Server:
         try:
             found = await self._read(queues)
         except (RedisError, OSError, TimeoutError) as exc:
-            failure = RedisUnavailable(f"redis: {exc or type(exc).__name__}")
+            failure = RedisUnavailable(f"redis: {str(exc) or type(exc).__name__}")
             for r in wanted:
                 if not r.future.done():
                     r.future.set_exception(failure)
@@ -200,7 +205,8 @@ class Server:
         if self._flush_timer is not None:
             self._flush_timer.cancel()
             self._flush()
-        await asyncio.gather(*self._flushes, return_exceptions=True)
+        while self._in_flight is not None:
+            await asyncio.gather(self._in_flight, return_exceptions=True)
         with contextlib.suppress(RedisError, OSError):
             await self._redis.aclose()
 
