@@ -149,7 +149,8 @@ def goals(after: Sequence[Run]) -> str:
 
 def _profile(r: Run | None, label: str) -> str:
     prof = (r or {}).get("profile") or {}
-    own = prof.get("self") or []
+    own = [(name, share) for name, share in prof.get("self") or []
+           if not name.startswith("_worker (")]
     if not own:
         return f"- {label}: no profile"
     top = "; ".join(f"`{name}` {share}%" for name, share in own[:8])
@@ -163,7 +164,6 @@ def markdown(section: Mapping[str, Any] | None, image: str | None) -> str:
         return f"{HEADER}\n\n{str(section.get('status', 'skipped')).capitalize()}: " \
                f"{section.get('reason') or '; '.join(section.get('failures', []))}."
     after, before = list(section["runs"]), _before()
-    by_before = {_key(r): r for r in before}
     by_after = {_key(r): r for r in after}
     parts = [
         HEADER,
@@ -187,11 +187,17 @@ def markdown(section: Mapping[str, Any] | None, image: str | None) -> str:
     if image:
         parts.append(f"![Reaction and CPU against the number of TaskQueues]({image})")
     parts += ["Goals (1,000 TaskQueues on one process):", goals(after)]
+    profiled = [r for r in sorted(before, key=_key) if (r.get("profile") or {}).get("self")]
+    earlier = profiled[-1] if profiled else None
     parts += [
-        "Where the operator's time goes at 1,000 TaskQueues, `pollSeconds: 1` (py-spy, "
-        "own time of the hottest functions):",
-        "\n".join([_profile(by_before.get((1000, 1)), "before"),
-                   _profile(by_after.get((1000, 1)), "now")]),
+        "Where the operator's time goes, `pollSeconds: 1` (py-spy over 30 s of the steady "
+        "state, own time of the hottest functions in % of all samples; an idle thread-pool "
+        "thread that py-spy samples as running, `_worker (futures/thread.py)`, is left "
+        "out):",
+        "\n".join([
+            _profile(earlier, f"before, {earlier['taskqueues']:,} TaskQueues" if earlier
+                     else "before"),
+            _profile(by_after.get((1000, 1)), "now, 1,000 TaskQueues")]),
     ]
     loads = sorted({r["load_average"][0] for r in after})
     if loads:
