@@ -361,10 +361,13 @@ async def run_trials(plane: ControlPlane, redis_url: str, poll_s: int,
         for kind, trial in (("burst", probe.burst), ("from_zero", probe.from_zero),
                             ("scale_up", probe.scale_up)):
             for i in range(trials):
-                seconds = await trial()
+                try:
+                    seconds = await trial()
+                except TimeoutError as exc:  # counted as a miss, and the run goes on
+                    seconds = float("inf")
+                    print(f"{kind} {i + 1:3d}: {exc}", flush=True)
                 results[kind].append(seconds)
                 print(f"{kind} {i + 1:3d}: {seconds * 1000:8.1f} ms", flush=True)
-        await probe.reset()
     return results
 
 
@@ -375,7 +378,8 @@ def percentiles(values: list[float]) -> dict[str, float]:
         return round(ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))], 3)
 
     return {"p50_s": at(0.5), "p99_s": at(0.99), "max_s": round(ordered[-1], 3),
-            "min_s": round(ordered[0], 3)}
+            "min_s": round(ordered[0], 3),
+            "missed": sum(1 for v in values if v == float("inf"))}
 
 
 # -- main --------------------------------------------------------------------------------
