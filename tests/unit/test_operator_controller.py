@@ -584,3 +584,24 @@ async def test_finalizers_of_another_shard_layout_are_removed(
     calls = len(kube.calls)
     await loop.reconcile_once(live)
     assert not [c for c in kube.calls[calls:] if c.startswith("finalizers:")]
+
+
+async def test_a_wake_up_during_a_pass_is_not_lost(runtime: ctl.Runtime,
+                                                   redis_url: str) -> None:
+    loop = ctl.TaskQueueController(runtime, NAME, NS, UID)
+    passes: list[int] = []
+
+    async def one_pass(_: Any) -> float:
+        passes.append(1)
+        if len(passes) == 1:
+            loop.wake()  # work appeared while this pass ran
+        return 300.0
+
+    loop.reconcile_once = one_pass  # type: ignore[method-assign]
+    flag = Flag()
+    task = asyncio.create_task(loop.run(body(spec_for(redis_url)), flag))
+    try:
+        await until(lambda: len(passes) == 2, "a second pass, not the poll in 5 minutes")
+    finally:
+        flag.event.set()
+        await asyncio.wait_for(task, 5)

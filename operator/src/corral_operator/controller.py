@@ -129,10 +129,11 @@ class TaskQueueController:
         stop_watch = asyncio.create_task(self._wake_when(stopped))
         try:
             while not stopped:
+                # Cleared before the pass, so a wake-up that comes during it is kept.
+                self._wake.clear()
                 delay_s = await self._survive(body)
                 if stopped:
                     break
-                self._wake.clear()
                 await self._sleep(on_grid(delay_s, self._grid_s, self.runtime.clock()))
         finally:
             stop_watch.cancel()
@@ -231,8 +232,8 @@ class TaskQueueController:
                                 decision.message)
         else:
             await self._announce_scale(decision)
+        self._replicas = _replicas(seen.deployment)  # before the status write, which may lag
         await self._report(body, generation, spec, decision, seen)
-        self._replicas = _replicas(seen.deployment)
         self._failures = self._failures + 1 if seen.redis_error else 0
         return self._backoff_s(spec) if seen.redis_error else float(spec.scaling.poll_seconds)
 
