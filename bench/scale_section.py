@@ -198,6 +198,7 @@ def markdown(section: Mapping[str, Any] | None, image: str | None) -> str:
             _profile(earlier, f"before, {earlier['taskqueues']:,} TaskQueues" if earlier
                      else "before"),
             _profile(by_after.get((1000, 1)), "now, 1,000 TaskQueues")]),
+        *_baseline().get("profile_notes", []),
     ]
     loads = sorted({r["load_average"][0] for r in after})
     if loads:
