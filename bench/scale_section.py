@@ -184,6 +184,12 @@ def markdown(section: Mapping[str, Any] | None, image: str | None) -> str:
         table(after, before),
         *_baseline().get("notes", []),
     ]
+    parts.append("Round trips to Redis per second (redis-py sends one `SCRIPT EXISTS` before "
+                 "each pipeline, so its count is the number of pipelines): " + "; ".join(
+                     f"{label} {r['taskqueues']:,} TaskQueues at {r['poll_seconds']} s: "
+                     f"{r['steady']['redis_by_command_per_s'].get('script|exists', 0):,.1f}"
+                     for label, rs in (("before", before), ("now", after))
+                     for r in sorted(rs, key=_key)) + ".")
     if image:
         parts.append(f"![Reaction and CPU against the number of TaskQueues]({image})")
     parts += ["Goals (1,000 TaskQueues on one process):", goals(after)]
