@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from bench import scale_section
 from bench.report import (
     TARGET_COMMANDS_PER_TASK,
     Results,
@@ -35,6 +36,7 @@ def render(results: Results, summary: Summary, images: Mapping[str, str]) -> str
         _profile(results.get("profile")),
         _operator(results.get("operator")),
         karpenter_section(results.get("karpenter")),
+        scale_section.markdown(results.get("operator_scale"), images.get("operator_scale")),
         _failures(results),
     ]
     return "\n\n".join(p.strip() for p in parts if p.strip()) + "\n"

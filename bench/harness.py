@@ -23,7 +23,7 @@ from typing import Any
 
 import redis
 
-from bench import operator_section, profile, record, report, stats
+from bench import operator_section, profile, record, report, scale_section, stats
 from bench.procs import Producer, StepFailed, Workers
 from bench.redisinfo import Monitor, calls_between, commandstats_calls, own_address
 from bench.systems import SYSTEMS
@@ -299,7 +299,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-profile", action="store_true",
                         help="skip the profile taken when Corral misses a target")
     parser.add_argument("--no-operator", action="store_true",
-                        help="skip the operator reaction-time section")
+                        help="skip the operator sections (reaction time, scale)")
     parser.add_argument("--from-results", type=Path, metavar="RESULTS_JSON",
                         help="measure nothing: render the table, doc and plots again from "
                              "a run's bench/results/<time>/results.json")
@@ -334,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.rmtree(bench.records, ignore_errors=True)
     results["operator"] = None if args.no_operator else operator_section.run(out_dir, plan.quick)
     results["karpenter"] = operator_section.karpenter_figures()
+    results["operator_scale"] = (None if args.no_operator
+                                 else scale_section.run(out_dir, plan.quick))
     results["finished"] = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     (out_dir / "results.json").write_text(json.dumps(results, indent=1, default=str))
     summary = report.summarize(results)
@@ -407,6 +409,9 @@ def _write_doc(results: dict[str, Any], summary: report.Summary, out_dir: Path,
 
     img_dir = (REPO / "docs" / "img") if write_docs else (out_dir / "img")
     images = plots.draw(summary, img_dir)
+    scale_plot = scale_section.plot(results.get("operator_scale"), img_dir)
+    if scale_plot is not None:
+        images["operator_scale"] = scale_plot
     doc_path = (REPO / "docs" / "benchmarks.md") if write_docs else (out_dir / "benchmarks.md")
     rel_images = {k: os.path.relpath(v, doc_path.parent) for k, v in images.items()}
     doc_path.parent.mkdir(parents=True, exist_ok=True)

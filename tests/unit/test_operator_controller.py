@@ -19,6 +19,7 @@ from corral_operator import deployment as dep
 from corral_operator import protection
 from corral_operator.kube import KubeError, NotFound, ObjectRef
 from corral_operator.metrics import OperatorMetrics
+from corral_operator.redis_io import RedisSettings, Servers
 from tests.unit.test_operator_models import VALID
 
 NS, NAME, UID = "shop", "emails", "uid-1"
@@ -131,6 +132,10 @@ class FakeKube:
         self.calls.append("status")
         self.status = {**self.status, **copy.deepcopy(status)}
 
+    async def set_taskqueue_finalizers(self, namespace: str, name: str, finalizers: list[str],
+                                       resource_version: str) -> None:
+        self.calls.append(f"finalizers:{','.join(finalizers)}@{resource_version}")
+
     async def post_event(self, ref: ObjectRef, kind: str, reason: str, message: str) -> None:
         self.events.append((kind, reason, message))
 
@@ -188,9 +193,9 @@ def clock() -> Clock:
 
 @pytest.fixture
 def runtime(kube: FakeKube, clock: Clock) -> ctl.Runtime:
-    settings = ctl.ControllerSettings(redis_timeout_s=2.0, max_backoff_s=10.0)
+    settings = ctl.ControllerSettings(max_backoff_s=10.0)
     return ctl.Runtime(kube=kube, metrics=OperatorMetrics(), settings=settings,  # type: ignore[arg-type]
-                       clock=clock)
+                       servers=Servers(RedisSettings(timeout_s=2.0)), clock=clock)
 
 
 @pytest.fixture
@@ -198,6 +203,7 @@ async def loop(runtime: ctl.Runtime) -> Any:
     c = ctl.TaskQueueController(runtime, NAME, NS, UID)
     yield c
     await c.close()
+    await runtime.servers.close()
 
 
 async def enqueue(client: Client, queue: str, n: int) -> None:
@@ -415,18 +421,28 @@ async def test_condition_transition_times_only_move_on_flips() -> None:
     assert same[0]["reason"] == "B"
 
 
+class Flag:
+    """kopf's ``stopped`` flag of a daemon."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+
+    def __bool__(self) -> bool:
+        return self.event.is_set()
+
+    async def wait(self, timeout: float | None = None) -> None:
+        await self.event.wait()
+
+
+async def until(check: Any, what: str, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
 async def test_run_loop_stops_on_the_flag_and_wakes_on_spec_change(
         runtime: ctl.Runtime, kube: FakeKube, redis_url: str) -> None:
-    class Flag:
-        def __init__(self) -> None:
-            self.event = asyncio.Event()
-
-        def __bool__(self) -> bool:
-            return self.event.is_set()
-
-        async def wait(self, timeout: float | None = None) -> None:
-            await self.event.wait()
-
     live = body(spec_for(redis_url, pollSeconds=300))
     flag = Flag()
     task = asyncio.create_task(ctl.run_taskqueue(runtime, live, flag))
@@ -660,3 +676,126 @@ async def test_protection_stays_while_redis_is_unreachable(
         assert not [c for c in kube.calls if c.startswith("annotate")]
     finally:
         await loop.close()
+
+
+async def test_first_task_into_an_idle_queue_scales_from_zero_before_the_poll(
+        runtime: ctl.Runtime, kube: FakeKube, client: Client, redis_url: str) -> None:
+    live = body(spec_for(redis_url, pollSeconds=300, cooldownSeconds=0))
+    flag = Flag()
+    task = asyncio.create_task(ctl.run_taskqueue(runtime, live, flag))
+    try:
+        await until(lambda: "emails-worker" in kube.deployments, "the first pass")
+        server = runtime.controllers[UID]._server
+        assert server is not None
+        await until(lambda: server.subscribed, "the wake-up subscription")
+        await enqueue(client, "q2", 1)
+        # pollSeconds is 5 minutes: only the wake-up can start a pass this soon.
+        await until(lambda: kube.deployments["emails-worker"]["spec"]["replicas"] == 1,
+                    "replicas 1 on the wake-up")
+        assert "ScaledUp" in kube.reasons()
+    finally:
+        flag.event.set()
+        await asyncio.wait_for(task, 5)
+
+
+async def test_a_wake_up_with_replicas_running_leaves_scaling_to_the_poll(
+        loop: ctl.TaskQueueController, kube: FakeKube, client: Client, redis_url: str) -> None:
+    await enqueue(client, "q1", 15)
+    await loop.reconcile_once(body(spec_for(redis_url)))
+    assert kube.deployments["emails-worker"]["spec"]["replicas"] == 2
+    loop._on_queue_wake("q1")
+    assert not loop._wake.is_set()
+
+
+async def test_taskqueues_on_one_redis_share_one_round_trip_per_tick(
+        runtime: ctl.Runtime, kube: FakeKube, client: Client, redis_url: str) -> None:
+    await enqueue(client, "q1", 5)
+    loops = [ctl.TaskQueueController(runtime, f"tq{i}", NS, f"uid-{i}") for i in range(20)]
+    try:
+        await asyncio.gather(*(lp.reconcile_once(body(spec_for(redis_url))) for lp in loops))
+        servers = {id(lp._server) for lp in loops}
+        assert len(servers) == 1
+        server = loops[0]._server
+        assert server is not None
+        assert server.round_trips == 1
+        assert kube.status["backlog"] == 5
+    finally:
+        for lp in loops:
+            await lp.close()
+    assert runtime.servers._by_url == {}  # released with its last user
+
+
+@pytest.mark.parametrize("delay_s, grid_s, now_s, want_s", [
+    (1.0, 1.0, 100.25, 0.75),   # a pass that took 0.25 s waits the rest of the tick
+    (1.0, 1.0, 100.0, 1.0),     # exactly on the grid: a whole tick
+    (5.0, 5.0, 101.0, 4.0),     # aligned to multiples of 5
+    (10.0, 1.0, 100.5, 9.5),    # a backoff keeps its length, ends on the grid
+    (30.0, 0.0, 100.5, 30.0),   # no grid
+])
+def test_waits_end_on_the_poll_grid(delay_s: float, grid_s: float, now_s: float,
+                                    want_s: float) -> None:
+    assert ctl.on_grid(delay_s, grid_s, now_s) == pytest.approx(want_s)
+
+
+async def test_a_watched_deployment_is_not_read_from_the_api_again(
+        loop: ctl.TaskQueueController, runtime: ctl.Runtime, kube: FakeKube, client: Client,
+        redis_url: str) -> None:
+    live = body(spec_for(redis_url))
+    await loop.reconcile_once(live)
+    assert kube.calls.count("get") == 1  # not watched yet: asked for
+    runtime.deployments.seen("ADDED", kube.deployments["emails-worker"])
+    await loop.reconcile_once(live)
+    await enqueue(client, "q1", 25)
+    await loop.reconcile_once(live)  # scales to 3 from the watched copy
+    assert kube.deployments["emails-worker"]["spec"]["replicas"] == 3
+    # The watch has not shown the scale yet: our own write is the newer copy.
+    await loop.reconcile_once(live)
+    assert kube.calls.count("get") == 1
+    assert kube.calls.count("scale:3") == 1  # not scaled twice, no second event
+    assert kube.reasons().count("ScaledUp") == 1
+
+
+async def test_a_deployment_deleted_behind_our_back_is_created_again(
+        loop: ctl.TaskQueueController, runtime: ctl.Runtime, kube: FakeKube,
+        redis_url: str) -> None:
+    live = body(spec_for(redis_url))
+    await loop.reconcile_once(live)
+    runtime.deployments.seen("ADDED", kube.deployments["emails-worker"])
+    deleted = kube.deployments.pop("emails-worker")
+    runtime.deployments.seen("DELETED", deleted)
+    await loop.reconcile_once(live)
+    assert "emails-worker" in kube.deployments
+
+
+async def test_finalizers_of_another_shard_layout_are_removed(
+        loop: ctl.TaskQueueController, kube: FakeKube, redis_url: str) -> None:
+    live = body(spec_for(redis_url))
+    live["metadata"] |= {"resourceVersion": "42", "finalizers": [
+        "corral.dev/operator-shard-1-of-2", "corral.dev/operator", "example.com/theirs"]}
+    await loop.reconcile_once(live)
+    assert "finalizers:corral.dev/operator,example.com/theirs@42" in kube.calls
+    live["metadata"]["finalizers"] = ["corral.dev/operator"]
+    calls = len(kube.calls)
+    await loop.reconcile_once(live)
+    assert not [c for c in kube.calls[calls:] if c.startswith("finalizers:")]
+
+
+async def test_a_wake_up_during_a_pass_is_not_lost(runtime: ctl.Runtime,
+                                                   redis_url: str) -> None:
+    loop = ctl.TaskQueueController(runtime, NAME, NS, UID)
+    passes: list[int] = []
+
+    async def one_pass(_: Any) -> float:
+        passes.append(1)
+        if len(passes) == 1:
+            loop.wake()  # work appeared while this pass ran
+        return 300.0
+
+    loop.reconcile_once = one_pass  # type: ignore[method-assign]
+    flag = Flag()
+    task = asyncio.create_task(loop.run(body(spec_for(redis_url)), flag))
+    try:
+        await until(lambda: len(passes) == 2, "a second pass, not the poll in 5 minutes")
+    finally:
+        flag.event.set()
+        await asyncio.wait_for(task, 5)

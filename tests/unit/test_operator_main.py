@@ -8,6 +8,7 @@ from corral.cli import build_parser
 from corral_operator import handlers, main
 from corral_operator.controller import Runtime
 from corral_operator.metrics import OperatorMetrics
+from corral_operator.shards import WHOLE, Shard
 
 
 def test_kopf_settings_keep_kopf_out_of_the_status() -> None:
@@ -50,7 +51,7 @@ def test_registry_holds_login_daemon_and_spec_watch() -> None:
     watching = [h.id for h in registry._watching.get_all_handlers()]
     activities = [h.activity.value for h in registry._activities.get_all_handlers()]
     assert spawning == ["control-loop"]
-    assert watching == ["spec-watch"]
+    assert watching == ["spec-watch", "worker-deployments"]
     assert activities == ["authentication"]
 
 
@@ -67,3 +68,8 @@ def test_cli_defaults_for_peering() -> None:
     args = build_parser().parse_args(["operator"])
     assert args.priority is None  # derived from the start time
     assert args.peering_lifetime == main.DEFAULT_PEERING_LIFETIME_S
+
+
+def test_cli_shard_flag() -> None:
+    assert build_parser().parse_args(["operator", "--shard", "1/3"]).shard == Shard(1, 3)
+    assert build_parser().parse_args(["operator"]).shard == WHOLE

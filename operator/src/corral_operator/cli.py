@@ -7,6 +7,14 @@ import argparse
 
 from corral.cli.args import Subcommands, int_range
 from corral.logs import setup_logging
+from corral_operator.shards import WHOLE, Shard
+
+
+def shard_arg(text: str) -> Shard:
+    try:
+        return Shard.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def register(subcommands: Subcommands) -> None:
@@ -29,6 +37,10 @@ def register(subcommands: Subcommands) -> None:
                           metavar="SECONDS",
                           help="how long a replica that stopped without a goodbye keeps "
                                "the others on standby (default 20)")
+    operator.add_argument("--shard", type=shard_arg, default=WHOLE, metavar="I/N",
+                          help="handle only the TaskQueues whose uid hashes to shard I of N "
+                               "(0-based); with --peering, each shard peers on its own "
+                               "(default: every TaskQueue)")
     operator.add_argument("--log-format", choices=("text", "json"), default="text",
                           help="log lines as text or as JSON objects (default text)")
     operator.set_defaults(run=run_operator_command)
@@ -41,6 +53,6 @@ def run_operator_command(args: argparse.Namespace) -> int:
     run_operator(
         namespaces=args.namespaces, metrics_port=args.metrics_port, health_port=args.health_port,
         host=args.host, peering=args.peering, priority=args.priority,
-        peering_lifetime_s=args.peering_lifetime,
+        peering_lifetime_s=args.peering_lifetime, shard=args.shard,
     )
     return 0

@@ -5,27 +5,26 @@ per TaskQueue, so a broken TaskQueue only ever stalls its own loop."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pydantic import ValidationError
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
-from corral.connection import connect, redact
-from corral.depths import QueueDepth, read_queue_depths
+from corral.depths import QueueDepth
 from corral.errors import ConfigError
-from corral.scripts import Scripts
 from corral_operator import deployment as dep
 from corral_operator import models
 from corral_operator import status as st
+from corral_operator.cache import DeploymentCache, newer
 from corral_operator.kube import Kube, KubeError, NotFound, ObjectRef, now_rfc3339
 from corral_operator.metrics import OperatorMetrics
 from corral_operator.policy import Decision, Load, PolicyState, ScalingParams, decide
+from corral_operator.redis_io import RedisUnavailable, Server, Servers
+from corral_operator.shards import WHOLE, Shard, stale_finalizers
 from corral_operator.workerpods import WorkerPods
 
 log = logging.getLogger("corral.operator")
@@ -36,8 +35,6 @@ Body = dict[str, Any]
 class ControllerSettings:
     """Operator-wide knobs of every TaskQueue loop."""
 
-    # A Redis read slower than this counts as a failure.
-    redis_timeout_s: float = 5.0
     # Retries after failures back off from pollSeconds up to this.
     max_backoff_s: float = 10.0
     # How often a Redis URL from a Secret is read again.
@@ -53,6 +50,9 @@ class Runtime:
     kube: Kube
     metrics: OperatorMetrics
     settings: ControllerSettings = field(default_factory=ControllerSettings)
+    servers: Servers = field(default_factory=Servers)
+    deployments: DeploymentCache = field(default_factory=DeploymentCache)
+    shard: Shard = WHOLE
     clock: Callable[[], float] = time.monotonic
     controllers: dict[str, TaskQueueController] = field(default_factory=dict)
 
@@ -97,14 +97,20 @@ class TaskQueueController:
         self._spec: tuple[int | None, models.TaskQueueSpec] | None = None
         self._invalid_generation: int | None = None
         self._seen_generation: int | None = None
-        self._redis: Redis | None = None
-        self._scripts: Scripts | None = None
+        self._server: Server | None = None
         self._redis_source: models.RedisSpec | None = None
-        self._redis_read: tuple[str, str | None] | None = None  # URL and CA as read
+        self._watched: tuple[str, ...] = ()
+        # Replicas after the last pass; a wake-up matters only while this is zero.
+        self._replicas: int | None = None
         self._url_read_s = float("-inf")
         self._failures = 0
         self._was_reachable: bool | None = None
         self._written_status: Body | None = None
+        self._written_deployment: Body | None = None
+        # The rendered Deployment of the current spec (rendering and hashing it is
+        # most of a pass's work), and the metric values last exported.
+        self._rendered: tuple[models.TaskQueueSpec, Body] | None = None
+        self._exported: tuple[Any, ...] | None = None
         self._last_scale_time: str | None = None
         self._pods = WorkerPods(runtime.kube, self.owner)
 
@@ -124,12 +130,12 @@ class TaskQueueController:
         stop_watch = asyncio.create_task(self._wake_when(stopped))
         try:
             while not stopped:
+                # Cleared before the pass, so a wake-up that comes during it is kept.
+                self._wake.clear()
                 delay_s = await self._survive(body)
                 if stopped:
                     break
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay_s)
+                await self._sleep(on_grid(delay_s, self._grid_s, self.runtime.clock()))
         finally:
             stop_watch.cancel()
             await asyncio.gather(stop_watch, return_exceptions=True)
@@ -145,6 +151,15 @@ class TaskQueueController:
             self._failures += 1
             return self.runtime.settings.max_backoff_s
 
+    async def _sleep(self, delay_s: float) -> None:
+        """Until ``delay_s`` is over or the loop is woken (cheaper than ``wait_for``,
+        which makes a task per wait: a thousand loops wait every second)."""
+        timer = asyncio.get_running_loop().call_later(delay_s, self._wake.set)
+        try:
+            await self._wake.wait()
+        finally:
+            timer.cancel()
+
     async def _wake_when(self, stopped: StopFlag) -> None:
         await stopped.wait()
         self._wake.set()
@@ -157,6 +172,17 @@ class TaskQueueController:
         """Reconcile now instead of at the next poll (the spec changed)."""
         self._wake.set()
 
+    def _on_queue_wake(self, queue: str) -> None:
+        """Work appeared in an empty queue. Only scaling from zero waits on this: with
+        replicas running, the poll scales further (and wake-ups come often)."""
+        if self._replicas == 0:
+            self._wake.set()
+
+    @property
+    def _grid_s(self) -> float:
+        spec = self._spec[1] if self._spec is not None else None
+        return float(spec.scaling.poll_seconds) if spec is not None else 1.0
+
     async def close(self) -> None:
         await self._drop_redis()
 
@@ -166,6 +192,7 @@ class TaskQueueController:
         started = self.runtime.clock()
         generation = body.get("metadata", {}).get("generation")
         self._seen_generation = generation
+        await self._drop_stale_finalizers(body)
         if body.get("metadata", {}).get("deletionTimestamp"):
             return self.runtime.settings.invalid_spec_retry_s  # going away: touch nothing
         try:
@@ -190,8 +217,7 @@ class TaskQueueController:
     ) -> float:
         seen = _Observation()
         await self._read_queues(spec, seen)
-        seen.deployment = await self.runtime.kube.get_deployment(
-            self.namespace, dep.deployment_name(self.name))
+        seen.deployment = await self._observe_deployment()
         current = _replicas(seen.deployment)
         pods_known = await self._observe_pods(seen.depths)
         decision = self._pods.hold(self._decide(spec, current, seen.depths), spec,
@@ -211,9 +237,26 @@ class TaskQueueController:
                                 decision.message)
         else:
             await self._announce_scale(decision)
+        self._replicas = _replicas(seen.deployment)  # before the status write, which may lag
         await self._report(body, generation, spec, decision, seen)
         self._failures = self._failures + 1 if seen.redis_error else 0
         return self._backoff_s(spec) if seen.redis_error else float(spec.scaling.poll_seconds)
+
+    async def _drop_stale_finalizers(self, body: Mapping[str, Any]) -> None:
+        meta = body.get("metadata") or {}
+        finalizers = list(meta.get("finalizers") or [])
+        stale = stale_finalizers(finalizers, self.runtime.shard.finalizer)
+        if not stale:
+            return
+        keep = [f for f in finalizers if f not in stale]
+        try:
+            await self.runtime.kube.set_taskqueue_finalizers(
+                self.namespace, self.name, keep, str(meta.get("resourceVersion") or ""))
+        except KubeError as exc:  # a conflict most likely: tried again next pass
+            self._log.warning("finalizers %s of another shard layout not removed: %s",
+                              ", ".join(stale), exc)
+            return
+        self._log.info("removed finalizers of another shard layout: %s", ", ".join(stale))
 
     # -- spec ----------------------------------------------------------------------------
 
@@ -244,43 +287,44 @@ class TaskQueueController:
 
     async def _read_queues(self, spec: models.TaskQueueSpec, seen: _Observation) -> None:
         try:
-            redis, scripts = await self._connection(spec.redis)
-            seen.depths = await asyncio.wait_for(
-                read_queue_depths(redis, spec.queue_names, scripts),
-                self.runtime.settings.redis_timeout_s)
+            server = await self._connection(spec.redis)
+            self._watch(server, tuple(spec.queue_names))
+            seen.depths = await server.depths(spec.queue_names)
         except NotFound as exc:
             seen.redis_error, seen.redis_reason = str(exc), "SecretNotFound"
         except KubeError as exc:
             seen.redis_error, seen.redis_reason = str(exc), "SecretUnreadable"
-        except (RedisError, OSError, TimeoutError, ConfigError) as exc:
-            text = str(exc) or type(exc).__name__
-            seen.redis_error, seen.redis_reason = f"redis: {text}", "ConnectionFailed"
-        if seen.redis_error is not None:
-            await self._drop_redis()
+        except RedisUnavailable as exc:
+            seen.redis_error, seen.redis_reason = str(exc), "ConnectionFailed"
+        except ConfigError as exc:  # a URL that names no Redis we can connect to
+            seen.redis_error, seen.redis_reason = f"redis: {exc}", "ConnectionFailed"
         await self._announce_redis(seen.redis_error)
 
-    async def _connection(self, source: models.RedisSpec) -> tuple[Redis, Scripts]:
-        """The client for ``source``; a URL or CA from a Secret is read again now and
-        then, so a changed Secret (a rotated password or CA, a moved Redis) is picked up."""
+    async def _connection(self, source: models.RedisSpec) -> Server:
+        """The shared server for ``source``; a URL or CA from a Secret is read again now
+        and then, so a changed Secret (a rotated password or CA, a moved Redis) is
+        picked up."""
         now_s = self.runtime.clock()
         fresh = now_s - self._url_read_s < self.runtime.settings.secret_refresh_s
         from_secrets = source.url_secret_ref is not None or source.ca_secret_ref is not None
-        if self._redis is not None and source == self._redis_source \
+        if self._server is not None and source == self._redis_source \
                 and (not from_secrets or fresh):
-            assert self._scripts is not None
-            return self._redis, self._scripts
+            return self._server
         url, ca = await self._url(source), await self._ca(source)
         self._url_read_s = now_s
-        if self._redis is not None and source == self._redis_source \
-                and (url, ca) == self._redis_read:
-            assert self._scripts is not None
-            return self._redis, self._scripts
+        if self._server is not None and source == self._redis_source \
+                and (url, ca) == (self._server.url, self._server.ca):
+            return self._server
         await self._drop_redis()
-        self._redis = connect(url, max_connections=4, ca_data=ca)
-        self._scripts = Scripts.register(self._redis)
-        self._redis_source, self._redis_read = source, (url, ca)
-        self._log.info("connecting to redis at %s", redact(url))
-        return self._redis, self._scripts
+        self._server = self.runtime.servers.acquire(url, ca)
+        self._redis_source = source
+        return self._server
+
+    def _watch(self, server: Server, queues: tuple[str, ...]) -> None:
+        if queues != self._watched:
+            server.unwatch(self._watched, self._on_queue_wake)
+            server.watch(queues, self._on_queue_wake)
+            self._watched = queues
 
     async def _url(self, source: models.RedisSpec) -> str:
         if source.url_secret_ref is None:
@@ -296,10 +340,11 @@ class TaskQueueController:
         return await self.runtime.kube.read_secret_key(self.namespace, ref.name, ref.key)
 
     async def _drop_redis(self) -> None:
-        redis, self._redis, self._scripts, self._redis_source = self._redis, None, None, None
-        if redis is not None:
-            with contextlib.suppress(RedisError, OSError):
-                await redis.aclose()
+        server, self._server, self._redis_source = self._server, None, None
+        if server is not None:
+            server.unwatch(self._watched, self._on_queue_wake)
+            self._watched = ()
+            await self.runtime.servers.release(server)
 
     async def _announce_redis(self, error: str | None) -> None:
         reachable = error is None
@@ -361,12 +406,21 @@ class TaskQueueController:
             self._count_error("disruption_budget")
             self._log.warning("pod disruption budget not reconciled: %s", exc)
 
+    async def _observe_deployment(self) -> Body | None:
+        """From the watch; from the API server only when the watch has not shown it
+        (not created yet, just created, or deleted by someone)."""
+        name = dep.deployment_name(self.name)
+        cached = self.runtime.deployments.get(self.namespace, name)
+        if cached is not None:
+            return newer(cached, self._written_deployment)
+        return await self.runtime.kube.get_deployment(self.namespace, name)
+
     async def _write_deployment(
         self, spec: models.TaskQueueSpec, current: Body | None, decision: Decision
     ) -> Body:
         """Apply the rendered Deployment when it is missing, outdated or edited by
         someone else (its generation moved without us); else only patch the replicas."""
-        rendered = dep.render(self.owner, spec, decision.desired)
+        rendered = self._render(spec, decision.desired)
         wanted_hash = rendered["metadata"]["annotations"][dep.SPEC_HASH_ANNOTATION]
         if current is None:
             self._log.info("creating deployment %s", rendered["metadata"]["name"])
@@ -384,7 +438,14 @@ class TaskQueueController:
         else:
             return current  # type: ignore[return-value]  # drifted covers None
         self._applied_generation = result["metadata"].get("generation")
+        self._written_deployment = result
         return result
+
+    def _render(self, spec: models.TaskQueueSpec, replicas: int) -> Body:
+        if self._rendered is None or self._rendered[0] is not spec:
+            self._rendered = (spec, dep.render(self.owner, spec, 0))
+        base = self._rendered[1]
+        return {**base, "spec": {**base["spec"], "replicas": replicas}}
 
     async def _announce_scale(self, decision: Decision) -> None:
         if not decision.changed:
@@ -440,6 +501,13 @@ class TaskQueueController:
     def _export(
         self, status: Body, scaling: models.ScalingSpec, depths: Mapping[str, QueueDepth] | None
     ) -> None:
+        dead = None if depths is None else {q: d.dead for q, d in depths.items()}
+        values = (status["desiredReplicas"], status["replicas"], status["readyReplicas"],
+                  scaling.min_replicas, scaling.max_replicas, status.get("backlog"),
+                  status.get("inFlight"), dead)
+        if values == self._exported:
+            return
+        self._exported = values
         m, labels = self.runtime.metrics, (self.namespace, self.name)
         m.desired_replicas.labels(*labels).set(status["desiredReplicas"])
         m.current_replicas.labels(*labels).set(status["replicas"])
@@ -449,7 +517,7 @@ class TaskQueueController:
         if depths is not None:
             m.backlog.labels(*labels).set(status["backlog"])
             m.in_flight.labels(*labels).set(status["inFlight"])
-            m.set_dead_letter(*labels, {q: d.dead for q, d in depths.items()})
+            m.set_dead_letter(*labels, dead or {})
 
     async def _write_status(self, status: Body) -> None:
         if status == self._written_status:
@@ -479,6 +547,16 @@ class TaskQueueController:
         poll_s = float(spec.scaling.poll_seconds)
         ceiling_s = max(poll_s, self.runtime.settings.max_backoff_s)
         return float(min(poll_s * 2 ** min(self._failures, 10), ceiling_s))
+
+
+def on_grid(delay_s: float, grid_s: float, now_s: float) -> float:
+    """``delay_s`` shortened so that the wait ends on a multiple of ``grid_s``: loops
+    with one pollSeconds then wake together, and their Redis reads share a round
+    trip. A pass that ran for X seconds past a grid point waits ``grid_s - X``."""
+    if grid_s <= 0:
+        return delay_s
+    next_point = math.floor(now_s / grid_s) * grid_s + grid_s
+    return max(0.0, next_point + max(0.0, delay_s - grid_s) - now_s)
 
 
 def _params(scaling: models.ScalingSpec) -> ScalingParams:

@@ -2,8 +2,11 @@
 around a plain async function of ``corral_operator.controller``.
 
 - login: credentials for kopf's own watches (in-cluster, else the kubeconfig).
-- a daemon per TaskQueue: its control loop, stopped when the TaskQueue goes.
+- a daemon per TaskQueue of this shard: its control loop, stopped when the TaskQueue goes.
 - a TaskQueue's spec changed: wake its loop at once instead of at the next poll.
+- a worker Deployment changed: remembered, so that a poll reads none from the API.
+
+TaskQueues of other shards (``corral operator --shard I/N``) match no handler.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import kopf
 
 from corral_operator import controller, models
 from corral_operator.controller import Runtime
+from corral_operator.deployment import MANAGER
 
 TASKQUEUES = (models.GROUP, models.VERSION, models.PLURAL)
 
@@ -27,15 +31,23 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
 
     # When the TaskQueue is deleted or the operator stops, the loop finishes its pass
     # and exits; only a pass stuck longer than the backoff is cancelled.
-    @kopf.daemon(*TASKQUEUES, id="control-loop", registry=registry,
+    def ours(body: kopf.Body, **_: Any) -> bool:
+        return runtime.shard.owns(body.get("metadata", {}).get("uid", ""))
+
+    @kopf.daemon(*TASKQUEUES, id="control-loop", registry=registry, when=ours,
                  cancellation_backoff=5.0, cancellation_timeout=10.0)
     async def control_loop(body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> None:
         await controller.run_taskqueue(runtime, body, stopped)
 
     # The filter keeps the many status-only events from running (and logging) anything.
     @kopf.on.event(*TASKQUEUES, id="spec-watch", registry=registry,
-                   when=lambda body, **_: controller.spec_changed(runtime, body))
+                   when=lambda body, **_: ours(body) and controller.spec_changed(runtime, body))
     async def spec_watch(body: kopf.Body, **_: Any) -> None:
         controller.wake(runtime, body)
+
+    @kopf.on.event("apps", "v1", "deployments", id="worker-deployments", registry=registry,
+                   labels={"app.kubernetes.io/managed-by": MANAGER})
+    async def worker_deployment(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+        runtime.deployments.seen(event.get("type"), body)
 
     return registry

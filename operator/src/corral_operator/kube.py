@@ -232,6 +232,19 @@ class Kube:
                            field_manager=MANAGER, content_type=_MERGE),
         )
 
+    async def set_taskqueue_finalizers(
+        self, namespace: str, name: str, finalizers: list[str], resource_version: str
+    ) -> None:
+        """Replace the finalizers, if the object is still at ``resource_version``
+        (else Conflict: someone else changed them meanwhile)."""
+        patch = {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}}
+        await _call(
+            f"set finalizers of taskqueue {namespace}/{name}",
+            lambda: _patch(self._custom.patch_namespaced_custom_object, models.GROUP,
+                           models.VERSION, namespace, models.PLURAL, name, patch,
+                           field_manager=MANAGER, content_type=_MERGE),
+        )
+
     # -- events --------------------------------------------------------------------------
 
     async def post_event(

@@ -16,6 +16,7 @@ from corral_operator import handlers, models
 from corral_operator.controller import ControllerSettings, Runtime
 from corral_operator.kube import Kube
 from corral_operator.metrics import MetricsServer, OperatorMetrics
+from corral_operator.shards import WHOLE, Shard
 
 log = logging.getLogger("corral.operator")
 
@@ -54,7 +55,14 @@ class OperatorConfig:
     # kopf peering priority: the highest live one is active, the others stand by.
     priority: int = field(default_factory=startup_priority)
     peering_lifetime_s: int = DEFAULT_PEERING_LIFETIME_S
+    # The TaskQueues this process handles (by uid hash); WHOLE: all of them.
+    shard: Shard = WHOLE
     controller: ControllerSettings = field(default_factory=ControllerSettings)
+
+
+def peering_name(peering: str, shard: Shard) -> str:
+    """Each shard its own peering: in a shared one, all but one shard would stand by."""
+    return peering if shard == WHOLE else f"{peering}-{shard.suffix}"
 
 
 def kopf_settings(config: OperatorConfig) -> kopf.OperatorSettings:
@@ -62,7 +70,7 @@ def kopf_settings(config: OperatorConfig) -> kopf.OperatorSettings:
     # Corral posts its own events (ScaledUp, RedisUnreachable…); kopf's would be noise.
     settings.posting.enabled = False
     # Keep kopf's bookkeeping in Corral's annotations, out of the TaskQueue status.
-    settings.persistence.finalizer = f"{models.GROUP}/operator"
+    settings.persistence.finalizer = config.shard.finalizer
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=models.GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=models.GROUP, key="last-handled-configuration")
@@ -77,7 +85,7 @@ def kopf_settings(config: OperatorConfig) -> kopf.OperatorSettings:
     settings.networking.error_backoffs = API_RETRY_BACKOFFS_S
     settings.peering.standalone = config.peering is None
     if config.peering is not None:
-        settings.peering.name = config.peering
+        settings.peering.name = peering_name(config.peering, config.shard)
         settings.peering.mandatory = True
         settings.peering.priority = config.priority
         settings.peering.lifetime = config.peering_lifetime_s
@@ -99,19 +107,32 @@ async def serve(
         log.info("operator metrics on http://%s:%d/metrics; health on http://%s:%d/healthz; "
                  "watching %s", config.host, port, config.host, config.health_port,
                  ", ".join(config.namespaces) or "all namespaces")
-        runtime = Runtime(kube=kube, metrics=metrics, settings=config.controller)
-        await kopf.operator(
-            registry=handlers.build_registry(runtime),
-            settings=kopf_settings(config),
-            clusterwide=not config.namespaces,
-            namespaces=list(config.namespaces),
-            liveness_endpoint=f"http://{config.host}:{config.health_port}/healthz",
-            stop_flag=stop_flag,
-            ready_flag=ready_flag,
-        )
+        runtime = Runtime(kube=kube, metrics=metrics, settings=config.controller,
+                          shard=config.shard)
+        try:
+            await _run_kopf(config, runtime, stop_flag, ready_flag)
+        finally:
+            await runtime.servers.close()
     finally:
         await server.stop()
         await kube.close()
+
+
+async def _run_kopf(
+    config: OperatorConfig,
+    runtime: Runtime,
+    stop_flag: asyncio.Event | threading.Event | None,
+    ready_flag: asyncio.Event | threading.Event | None,
+) -> None:
+    await kopf.operator(
+        registry=handlers.build_registry(runtime),
+        settings=kopf_settings(config),
+        clusterwide=not config.namespaces,
+        namespaces=list(config.namespaces),
+        liveness_endpoint=f"http://{config.host}:{config.health_port}/healthz",
+        stop_flag=stop_flag,
+        ready_flag=ready_flag,
+    )
 
 
 def run_operator(
@@ -123,16 +144,20 @@ def run_operator(
     peering: str | None = None,
     priority: int | None = None,
     peering_lifetime_s: int = DEFAULT_PEERING_LIFETIME_S,
+    shard: Shard = WHOLE,
 ) -> None:
     """Entry point of ``corral operator``. ``priority`` None: from the start time."""
     config = OperatorConfig(
         namespaces=tuple(namespaces), metrics_port=metrics_port, health_port=health_port,
         host=host, peering=peering,
         priority=startup_priority() if priority is None else priority,
-        peering_lifetime_s=peering_lifetime_s)
+        peering_lifetime_s=peering_lifetime_s, shard=shard)
+    if shard != WHOLE:
+        log.info("shard %s: handling the TaskQueues whose uid hashes to %d of %d",
+                 shard, shard.index, shard.count)
     if peering is not None:
         log.info("peering %r with priority %d (the highest live replica is active)",
-                 peering, config.priority)
+                 peering_name(peering, shard), config.priority)
     # One line per liveness probe is noise.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     asyncio.run(serve(config))
