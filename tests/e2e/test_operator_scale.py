@@ -16,7 +16,6 @@ from corral.client import Enqueue
 from corral.embedded import EmbeddedRedis
 from corral_operator.shards import shard_of
 from tests.e2e.test_operator import (
-    CRD_FILE,
     OperatorProcess,
     apply,
     deployment_replicas,
@@ -26,7 +25,6 @@ from tests.e2e.test_operator import (
     wait_replicas,
     wait_until,
 )
-from tests.e2e.test_operator_chaos import PEERING_CRDS
 from tests.support.k8s import Cluster
 
 pytestmark = pytest.mark.e2e
@@ -36,15 +34,8 @@ WAKE_BOUND_S = 20.0
 _SERVED = re.compile(r'corral_operator_desired_replicas\{namespace="([^"]+)",taskqueue="([^"]+)"')
 
 
-@pytest.fixture(scope="module")
-def crds(k8s: Cluster) -> None:
-    k8s.kubectl("apply", "-f", str(CRD_FILE), "-f", str(PEERING_CRDS))
-    for crd in ("taskqueues.corral.dev", "kopfpeerings.kopf.dev"):
-        k8s.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
-
-
 @pytest.fixture
-def namespace(k8s: Cluster, crds: None) -> Iterator[str]:
+def namespace(k8s: Cluster, crd_applied: None) -> Iterator[str]:
     name = f"scale-{uuid.uuid4().hex[:6]}"
     k8s.kubectl("create", "namespace", name)
     try:
