@@ -19,6 +19,7 @@ from corral.embedded import EmbeddedRedis, free_port
 from corral.errors import ConfigError
 from corral_operator import controller as ctl
 from corral_operator.metrics import OperatorMetrics
+from corral_operator.redis_io import RedisSettings, Servers
 from tests.integration.test_redis_deployments import make_certificates
 from tests.unit.test_operator_controller import NAME, NS, UID, Clock, FakeKube, body, spec_for
 
@@ -137,7 +138,7 @@ async def test_the_operator_verifies_redis_with_the_ca_from_the_secret(
         tls_redis: TlsRedis, tmp_path: Path) -> None:
     kube = FakeKube()
     runtime = ctl.Runtime(kube=kube, metrics=OperatorMetrics(),  # type: ignore[arg-type]
-                          settings=ctl.ControllerSettings(redis_timeout_s=5.0), clock=Clock())
+                          servers=Servers(RedisSettings(timeout_s=5.0)), clock=Clock())
     loop = ctl.TaskQueueController(runtime, NAME, NS, UID)
     try:
         spec = spec_for(tls_redis.url)

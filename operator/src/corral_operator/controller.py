@@ -298,6 +298,10 @@ class TaskQueueController:
             seen.redis_error, seen.redis_reason = str(exc), "ConnectionFailed"
         except ConfigError as exc:  # a URL that names no Redis we can connect to
             seen.redis_error, seen.redis_reason = f"redis: {exc}", "ConnectionFailed"
+        if seen.redis_reason == "ConnectionFailed":
+            # A URL or CA from a Secret is read again at the next pass: a failing
+            # connection is what a rotated password or CA looks like.
+            self._url_read_s = float("-inf")
         await self._announce_redis(seen.redis_error)
 
     async def _connection(self, source: models.RedisSpec) -> Server:
