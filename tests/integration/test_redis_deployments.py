@@ -302,7 +302,7 @@ async def _produce(client: Client, count: int, acknowledged: list[TaskHandle]) -
     for i in range(count):
         while True:
             try:
-                acknowledged.append(await client.enqueue("sleep", args=[0.02, f"t{i}"]))
+                acknowledged.append(await client.enqueue("sleep", args=[0.02]))
                 break
             except (redis.RedisError, OSError):
                 failures += 1
