@@ -48,6 +48,23 @@ class QueueDepth:
     def backlog(self) -> int:
         return self.ready + self.scheduled_due
 
+    def to_json(self) -> dict[str, Any]:
+        """The shape ``corral inspect --json`` prints and the dashboard's API serves."""
+        return {
+            "ready_by_priority": {str(p): n for p, n in enumerate(self.ready_by_priority)},
+            "ready": self.ready,
+            "scheduled": self.scheduled,
+            "scheduled_due": self.scheduled_due,
+            "backlog": self.backlog,
+            "in_flight": self.in_flight,
+            "dead": self.dead,
+            "workers": [
+                {"id": w.worker_id, "in_flight": w.in_flight, "running": w.running,
+                 "concurrency": w.concurrency, "queues": list(w.queues)}
+                for w in self.workers
+            ],
+        }
+
 
 async def read_queue_depths(
     redis: Redis, queues: Sequence[str], scripts: Scripts | None = None

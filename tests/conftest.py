@@ -7,7 +7,11 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis.asyncio
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from corral import tracing
 from corral.client import Client
 from corral.embedded import EmbeddedRedis
 
@@ -42,3 +46,15 @@ async def redis_conn(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
 async def client(redis_url: str) -> AsyncIterator[Client]:
     async with Client.from_url(redis_url) as c:
         yield c
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    """Corral's spans, recorded in memory by OpenTelemetry's SDK for one test."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.use_tracer_provider(provider)
+    yield exporter
+    tracing.use_tracer_provider(None)
+    provider.shutdown()

@@ -179,27 +179,10 @@ async def inspect(args: argparse.Namespace) -> int:
     finally:
         await redis.aclose()
     if args.json:
-        print(json.dumps({q: _depth_json(d) for q, d in depths.items()}, indent=2))
+        print(json.dumps({q: d.to_json() for q, d in depths.items()}, indent=2))
     else:
         print(format_depths(depths) if depths else "no queues found")
     return 0
-
-
-def _depth_json(depth: QueueDepth) -> dict[str, Any]:
-    return {
-        "ready_by_priority": dict(enumerate(depth.ready_by_priority)),
-        "ready": depth.ready,
-        "scheduled": depth.scheduled,
-        "scheduled_due": depth.scheduled_due,
-        "backlog": depth.backlog,
-        "in_flight": depth.in_flight,
-        "dead": depth.dead,
-        "workers": [
-            {"id": w.worker_id, "in_flight": w.in_flight, "running": w.running,
-             "concurrency": w.concurrency, "queues": list(w.queues)}
-            for w in depth.workers
-        ],
-    }
 
 
 def format_depths(depths: dict[str, QueueDepth]) -> str:

@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
 import corral
-from corral import tracing
 from corral_worker import Worker
 from tests.apps import context
 from tests.support.inproc import running_worker
@@ -26,17 +23,6 @@ async def worker(redis_url: str) -> AsyncIterator[Worker]:
     context.app.state["url"] = redis_url
     async with running_worker(redis_url, context.app, concurrency=4) as running:
         yield running
-
-
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.use_tracer_provider(provider)
-    yield exporter
-    tracing.use_tracer_provider(None)
-    provider.shutdown()
 
 
 async def reported(handle: corral.TaskHandle[object]) -> corral.Progress | None:

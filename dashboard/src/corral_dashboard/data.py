@@ -25,24 +25,6 @@ TRUNCATE_CHARS = 2_000
 _TIME_FIELDS = ("enq_ms", "ready_ms", "started_ms", "finished_ms", "dead_ms")
 
 
-def queue_json(depth: QueueDepth) -> dict[str, Any]:
-    """One queue in the shape of ``corral inspect --json``."""
-    return {
-        "ready_by_priority": {str(p): n for p, n in enumerate(depth.ready_by_priority)},
-        "ready": depth.ready,
-        "scheduled": depth.scheduled,
-        "scheduled_due": depth.scheduled_due,
-        "backlog": depth.backlog,
-        "in_flight": depth.in_flight,
-        "dead": depth.dead,
-        "workers": [
-            {"id": w.worker_id, "in_flight": w.in_flight, "running": w.running,
-             "concurrency": w.concurrency, "queues": list(w.queues)}
-            for w in depth.workers
-        ],
-    }
-
-
 @dataclass(frozen=True, slots=True)
 class WorkerRow:
     """One worker process. A worker registers in every queue it serves; this joins

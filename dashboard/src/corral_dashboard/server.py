@@ -20,7 +20,7 @@ from corral.connection import redact
 from corral.depths import QueueDepth, read_queue_depths
 from corral.keys import validate_queue_name
 from corral_dashboard import render
-from corral_dashboard.data import dead_json, find_task, queue_json, workers_of
+from corral_dashboard.data import dead_json, find_task, workers_of
 from corral_dashboard.sampler import Sampler
 from corral_dashboard.security import (
     CSRF_COOKIE,
@@ -276,7 +276,7 @@ class Dashboard:
         depths = await self._depths()
         out = {}
         for name, depth in depths.items():
-            out[name] = queue_json(depth) | {"throughput": [
+            out[name] = depth.to_json() | {"throughput": [
                 {"at_s": s.at_s, "finished": s.finished,
                  "finished_per_s": round(s.finished_per_s, 3),
                  "backlog": s.backlog}
