@@ -299,7 +299,7 @@ async def _produce(client: Client, count: int, acknowledged: list[TaskHandle]) -
     """Enqueue ``count`` tasks one by one; an enqueue that fails (failover) is retried.
     Only enqueues that returned are acknowledged. Returns the number of failed tries."""
     failures = 0
-    for i in range(count):
+    for _ in range(count):
         while True:
             try:
                 acknowledged.append(await client.enqueue("sleep", args=[0.02]))
