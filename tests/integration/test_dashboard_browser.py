@@ -8,6 +8,9 @@ import pytest
 import redis.asyncio
 from selenium import webdriver
 from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.expected_conditions import staleness_of
+from selenium.webdriver.support.wait import WebDriverWait
 
 from corral import Client
 from tests.support.dashboard import (
@@ -87,7 +90,7 @@ async def test_the_pages_show_what_corral_inspect_reports(
         [dead] = fresh_browser.find_elements(By.CSS_SELECTOR, "#dlq tr[data-task]")
         assert "ValueError: boom" in dead.text
         dead_id = dead.get_attribute("data-task")
-        dead.find_element(By.LINK_TEXT, dead_id).click()
+        click(fresh_browser, dead.find_element(By.LINK_TEXT, dead_id))
         assert fresh_browser.find_element(By.ID, "state").text == "dead"
         assert fresh_browser.find_element(By.ID, "error").text == "ValueError: boom"
         assert "raise ValueError(message)" in fresh_browser.find_element(
@@ -124,8 +127,26 @@ async def test_read_only_mode_has_no_action_forms_and_refuses_actions(
         worker.close()
 
 
+def loading_next_page(driver: webdriver.Chrome) -> WebElement:
+    """The current page's root, to wait on with :func:`next_page` after a click: reading
+    the page before the browser has left it would find the old elements."""
+    return driver.find_element(By.TAG_NAME, "html")
+
+
+def next_page(driver: webdriver.Chrome, old: WebElement) -> None:
+    WebDriverWait(driver, 30).until(staleness_of(old))
+
+
+def click(driver: webdriver.Chrome, element: WebElement) -> None:
+    """Click something that loads a page, and wait until the browser has left this one."""
+    old = loading_next_page(driver)
+    element.click()
+    next_page(driver, old)
+
+
 def submit_forged_form(driver: webdriver.Chrome, action: str, fields: dict[str, str]) -> None:
     """Posts a form the page did not offer, as a script in the page could."""
+    old = loading_next_page(driver)
     driver.execute_script("""
         const [action, fields] = arguments;
         const form = document.createElement('form');
@@ -137,6 +158,7 @@ def submit_forged_form(driver: webdriver.Chrome, action: str, fields: dict[str, 
         }
         document.body.appendChild(form); form.submit();
     """, action, fields)
+    next_page(driver, old)
 
 
 async def test_dlq_requeue_needs_the_token(redis_url: str, client: Client,
@@ -164,7 +186,7 @@ async def test_dlq_requeue_needs_the_token(redis_url: str, client: Client,
         browser.get(dashboard.url + "dlq?queue=default")
         browser.find_element(By.CSS_SELECTOR, "#login input[name=token]").send_keys(
             "not-the-token-at-all")
-        browser.find_element(By.CSS_SELECTOR, "#login button").click()
+        click(browser, browser.find_element(By.CSS_SELECTOR, "#login button"))
         assert browser.find_element(By.ID, "refused").text == "wrong token"
         status, body = post(dashboard.url + "api/dlq/default/requeue", {"ids": [dead.id]})
         assert status == 403
@@ -176,7 +198,7 @@ async def test_dlq_requeue_needs_the_token(redis_url: str, client: Client,
         # Signed in, but a form without this browser's CSRF token is refused too.
         browser.get(dashboard.url + "dlq?queue=default")
         browser.find_element(By.CSS_SELECTOR, "#login input[name=token]").send_keys(TOKEN)
-        browser.find_element(By.CSS_SELECTOR, "#login button").click()
+        click(browser, browser.find_element(By.CSS_SELECTOR, "#login button"))
         assert browser.find_element(By.ID, "mode").text == "actions on"
         submit_forged_form(browser, "/actions/dlq", {"csrf": "forged", "queue": "default",
                                                      "op": "requeue", "id": dead.id})
@@ -186,7 +208,7 @@ async def test_dlq_requeue_needs_the_token(redis_url: str, client: Client,
         # With the token: the page's own Requeue button.
         browser.get(dashboard.url + "dlq?queue=default")
         row = browser.find_element(By.CSS_SELECTOR, f'tr[data-task="{dead.id}"]')
-        row.find_element(By.XPATH, ".//button[text()='Requeue']").click()
+        click(browser, row.find_element(By.XPATH, ".//button[text()='Requeue']"))
         assert browser.find_element(By.ID, "notice").text == "Requeued 1 task."
         assert browser.find_elements(By.CSS_SELECTOR, "#dlq tr[data-task]") == []
         depth = inspect_json(redis_url)["default"]
@@ -208,11 +230,13 @@ async def test_cancel_from_the_task_page(redis_url: str, client: Client,
         browser = fresh_browser
         browser.get(dashboard.url)
         browser.find_element(By.CSS_SELECTOR, "#login input[name=token]").send_keys(TOKEN)
-        browser.find_element(By.CSS_SELECTOR, "#login button").click()
+        click(browser, browser.find_element(By.CSS_SELECTOR, "#login button"))
         browser.get(dashboard.url + f"tasks?id={running.id}")
         assert browser.find_element(By.ID, "state").text == "running"
+        old = loading_next_page(browser)
         browser.find_element(By.XPATH, "//button[text()='Cancel this task']").click()
         browser.switch_to.alert.accept()
+        next_page(browser, old)
         assert browser.find_element(By.ID, "notice").text == "Cancelled."
         assert browser.find_element(By.ID, "state").text == "cancelled"
         assert await client.status(running.id) == "cancelled"
