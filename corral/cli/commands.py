@@ -73,27 +73,29 @@ def _add_enqueue(subcommands: Subcommands) -> None:
     command.set_defaults(run=enqueue)
 
 
-def _add_status(subcommands: Subcommands) -> None:
-    text = "print a task's status (exit 1 when unknown)"
-    command = subcommands.add_parser("status", help=text, description=text)
+def _one_task_parser(subcommands: Subcommands, name: str, text: str) -> argparse.ArgumentParser:
+    """A command about one task: its id, and the queue when the id does not name it."""
+    command = subcommands.add_parser(name, help=text, description=text)
     command.add_argument("id", help="task id, as enqueue printed it")
     command.add_argument("--queue", type=queue_arg, default=None, help=QUEUE_OF_ID_HELP)
+    return command
+
+
+def _add_status(subcommands: Subcommands) -> None:
+    command = _one_task_parser(subcommands, "status",
+                               "print a task's status (exit 1 when unknown)")
     command.set_defaults(run=status)
 
 
 def _add_cancel(subcommands: Subcommands) -> None:
-    text = "cancel a queued, scheduled or running task"
-    command = subcommands.add_parser("cancel", help=text, description=text)
-    command.add_argument("id", help="task id, as enqueue printed it")
-    command.add_argument("--queue", type=queue_arg, default=None, help=QUEUE_OF_ID_HELP)
+    command = _one_task_parser(subcommands, "cancel",
+                               "cancel a queued, scheduled or running task")
     command.set_defaults(run=cancel)
 
 
 def _add_result(subcommands: Subcommands) -> None:
-    text = "wait for a task's result and print it as JSON"
-    command = subcommands.add_parser("result", help=text, description=text)
-    command.add_argument("id", help="task id, as enqueue printed it")
-    command.add_argument("--queue", type=queue_arg, default=None, help=QUEUE_OF_ID_HELP)
+    command = _one_task_parser(subcommands, "result",
+                               "wait for a task's result and print it as JSON")
     command.add_argument("--timeout", type=seconds, default=10.0,
                          help="seconds to wait for the task to finish (default 10)")
     command.set_defaults(run=result)
