@@ -1,16 +1,19 @@
 """The local scheduler: which prefetched task starts next. Pure code, no I/O.
 
 Within a queue, higher priority first and FIFO within a priority. Across queues,
-a smooth weighted round robin (the interleaved variant nginx uses) over the
-queues that have work: each pick adds every candidate's weight to its credit,
-takes the queue with the most credit and charges it the candidates' total.
-Over any window the starts follow the weights closely, a queue with no work
-gives its share to the others, and no queue with work waits for more than one
-round.
+start-time fair queueing: each queue's next item carries a virtual start time, and
+a start costs a queue ``1/weight`` of virtual time; the item with the earliest
+virtual finish (start + cost) goes first. A queue that gets work again starts at
+the current virtual time, so it neither hoards credit from its idle spell nor
+carries a debt earned while other queues came and went. Over any window the starts
+follow the weights closely, a queue with no work gives its share to the others,
+and between two starts of a queue with work each other queue starts at most
+``ceil(its weight / this weight)`` times.
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from typing import Generic, TypeVar
@@ -20,11 +23,12 @@ PRIORITY_LEVELS = 10
 
 
 class _QueueBuffer(Generic[T]):
-    __slots__ = ("by_priority", "credit", "size", "weight")
+    __slots__ = ("by_priority", "next_start", "size", "stride", "weight")
 
-    def __init__(self, weight: int) -> None:
+    def __init__(self, weight: int, virtual_unit: int) -> None:
         self.weight = weight
-        self.credit = 0
+        self.stride = virtual_unit // weight
+        self.next_start = 0  # the virtual start time of this queue's next item
         self.size = 0
         self.by_priority: list[deque[T]] = [deque() for _ in range(PRIORITY_LEVELS)]
 
@@ -45,8 +49,14 @@ class LocalScheduler(Generic[T]):
         for queue, weight in weights.items():
             if weight < 1:
                 raise ValueError(f"queue {queue!r}: weight must be >= 1, not {weight}")
-        self._buffers = {queue: _QueueBuffer[T](weight) for queue, weight in weights.items()}
+        # Virtual time counts in 1/lcm(weights): every queue's cost per start is an exact
+        # integer, so ties stay ties and picks stay integer comparisons.
+        virtual_unit = math.lcm(*weights.values())
+        self._buffers = {
+            queue: _QueueBuffer[T](weight, virtual_unit) for queue, weight in weights.items()
+        }
         self._size = 0
+        self._virtual_now = 0  # the virtual start time of the item picked last
 
     def __len__(self) -> int:
         return self._size
@@ -56,6 +66,8 @@ class LocalScheduler(Generic[T]):
 
     def push(self, queue: str, priority: int, item: T) -> None:
         buffer = self._buffers[queue]
+        if not buffer.size and buffer.next_start < self._virtual_now:
+            buffer.next_start = self._virtual_now
         buffer.by_priority[priority].append(item)
         buffer.size += 1
         self._size += 1
@@ -66,19 +78,22 @@ class LocalScheduler(Generic[T]):
             return None
         chosen_queue = ""
         chosen: _QueueBuffer[T] | None = None
-        total = 0
+        best_finish = 0
         for queue, buffer in self._buffers.items():
             if buffer.size:
-                buffer.credit += buffer.weight
-                total += buffer.weight
-                if chosen is None or buffer.credit > chosen.credit:
-                    chosen_queue, chosen = queue, buffer
+                finish = buffer.next_start + buffer.stride
+                # On a tie the item that started earlier in virtual time goes first: it
+                # spreads a light queue's turns between a heavy one's.
+                if (
+                    chosen is None
+                    or finish < best_finish
+                    or (finish == best_finish and buffer.next_start < chosen.next_start)
+                ):
+                    chosen_queue, chosen, best_finish = queue, buffer, finish
         assert chosen is not None
-        chosen.credit -= total
+        self._virtual_now = chosen.next_start
+        chosen.next_start = best_finish
         item = chosen.pop_first()
-        if not chosen.size:
-            # An idle queue neither hoards credit nor carries a debt into its next busy spell.
-            chosen.credit = 0
         self._size -= 1
         return chosen_queue, item
 
@@ -93,8 +108,6 @@ class LocalScheduler(Generic[T]):
                 buffer.by_priority[index] = kept
         buffer.size -= len(removed)
         self._size -= len(removed)
-        if not buffer.size:
-            buffer.credit = 0
         return removed
 
     def drain(self) -> Iterator[tuple[str, T]]:
@@ -105,4 +118,5 @@ class LocalScheduler(Generic[T]):
                     yield queue, level.popleft()
             self._size -= buffer.size
             buffer.size = 0
-            buffer.credit = 0
+            buffer.next_start = 0
+        self._virtual_now = 0
