@@ -18,7 +18,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from corral.cli import commands
-from corral.cli.args import CliError, Parser, Subcommands, UsageError
+from corral.cli.args import CliError, Parser, Subcommands, UsageError, prefix_arg
 from corral.connection import default_url, redact
 from corral.errors import CorralError
 
@@ -64,6 +64,10 @@ def _add_global_options(parser: argparse.ArgumentParser, default: Any) -> None:
     if "--redis-url" not in options:
         parser.add_argument("--redis-url", default=default, help=(
             "Redis URL (default: $CORRAL_REDIS_URL, then redis://localhost:6379/0)"))
+    if "--prefix" not in options:
+        parser.add_argument("--prefix", type=prefix_arg, default=default, help=(
+            "key prefix of the application in Redis (default: $CORRAL_PREFIX, then the "
+            "app's App(prefix=...), then corral)"))
     if "--app" not in options:
         parser.add_argument("--app", default=default, metavar="MODULE:ATTR", help=(
             "the corral.App that defines the tasks, so that enqueue knows their queues "
