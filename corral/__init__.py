@@ -18,6 +18,7 @@ from corral.errors import (
     TaskFailed,
 )
 from corral.hooks import Middleware
+from corral.scripts import PermissionDenied
 from corral.sync import SyncClient, SyncTaskHandle
 from corral.tasks import BoundTask, Task
 
@@ -28,6 +29,7 @@ __all__ = [
     "BoundTask",
     "Client",
     "ConfigError",
+    "PermissionDenied",
     "CorralError",
     "Enqueue",
     "InvalidTask",

@@ -15,7 +15,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from importlib.metadata import PackageNotFoundError, entry_points, version
 from typing import Any
 
-from redis.exceptions import RedisError
+from redis.exceptions import NoPermissionError, RedisError
 
 from corral.cli import commands
 from corral.cli.args import CliError, Parser, Subcommands, UsageError, prefix_arg
@@ -109,6 +109,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (CliError, CorralError, KeyError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"{name}: error: {message}", file=sys.stderr)
+        code = 1
+    except NoPermissionError as exc:
+        url = redact(getattr(args, "redis_url", None) or default_url())
+        print(f"{name}: error: redis at {url}: permission denied: {exc} (see corral acl)",
+              file=sys.stderr)
         code = 1
     except (RedisError, ConnectionError, TimeoutError) as exc:
         url = redact(getattr(args, "redis_url", None) or default_url())

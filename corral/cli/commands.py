@@ -10,6 +10,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from corral.admin import known_queues
+from corral.cli.acl import add_acl
 from corral.cli.args import (
     CliError,
     Subcommands,
@@ -34,7 +35,7 @@ QUEUE_OF_ID_HELP = ("the task's queue (default: the queue named in the id; ids m
 
 def register(subcommands: Subcommands) -> None:
     for add in (_add_enqueue, _add_status, _add_cancel, _add_result, _add_inspect, add_top,
-                add_dlq):
+                add_dlq, add_acl):
         add(subcommands)
 
 
