@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 import redis.asyncio
@@ -126,3 +127,30 @@ def test_an_app_with_a_bad_prefix_is_a_config_error() -> None:
 
     with pytest.raises(ConfigError, match="prefix"):
         App(prefix="a{b}")
+
+
+async def test_the_dashboard_shows_and_changes_its_prefix_only(
+    redis_url: str, teams: tuple[Client, Client],
+) -> None:
+    import urllib.request
+
+    from tests.support.dashboard import TOKEN, DashboardProcess, post
+
+    a, b = teams
+    a_task = await a.enqueue("whoami", delay=3600)
+    b_tasks = [await b.enqueue("whoami") for _ in range(2)]
+    dashboard = DashboardProcess(redis_url, ["--prefix", "team-b", "--allow-actions",
+                                             "--token", TOKEN])
+    dashboard.wait_started()
+    try:
+        def get(path: str) -> Any:
+            with urllib.request.urlopen(dashboard.url + path, timeout=30) as response:
+                return json.loads(response.read())
+
+        queues = get("api/queues")
+        assert (queues["default"]["ready"], queues["default"]["scheduled"]) == (2, 0)
+        assert get(f"api/tasks/{b_tasks[0].id}")["state"] == "queued"
+        assert post(dashboard.url + f"api/tasks/{a_task.id}/cancel", {}, TOKEN)[0] == 404
+        assert await a.status(a_task.id) == "scheduled"
+    finally:
+        dashboard.close()
