@@ -21,10 +21,10 @@ import redis
 
 from bench.cpu import first_in_line
 from corral.embedded import EmbeddedRedis
-from corral.keys import queue_keys
+from corral.keys import DEFAULT_PREFIX, queue_keys
 
 REPO = Path(__file__).resolve().parents[1]
-KEYS = queue_keys("default")
+KEYS = queue_keys("default", DEFAULT_PREFIX)
 
 
 def bury(conn: redis.Redis, count: int) -> None:

@@ -20,10 +20,10 @@ import redis.asyncio
 import corral
 from bench.tasks_soak import app
 from corral.embedded import EmbeddedRedis
-from corral.keys import queue_keys
+from corral.keys import DEFAULT_PREFIX, queue_keys
 from corral_worker import Worker, WorkerSettings
 
-KEYS = queue_keys("default")
+KEYS = queue_keys("default", DEFAULT_PREFIX)
 
 
 async def _used(conn: redis.asyncio.Redis) -> int:

@@ -18,6 +18,7 @@ from corral.errors import (
     TaskFailed,
 )
 from corral.hooks import Middleware
+from corral.scripts import PermissionDenied
 from corral.sync import SyncClient, SyncTaskHandle
 from corral.tasks import BoundTask, Task
 
@@ -32,6 +33,7 @@ __all__ = [
     "Enqueue",
     "InvalidTask",
     "Middleware",
+    "PermissionDenied",
     "Progress",
     "QueueDepth",
     "SyncClient",

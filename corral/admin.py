@@ -11,7 +11,7 @@ from typing import Any, Literal, cast
 
 from redis.asyncio import Redis
 
-from corral.keys import queue_keys
+from corral.keys import DEFAULT_PREFIX, QueueKeys, queue_keys, queue_scan_pattern
 from corral.scripts import Scripts
 from corral.serialization import decode_error
 
@@ -41,19 +41,21 @@ class DlqChange:
     missing: int  # not in the dead-letter queue (unknown, expired or gone already)
 
 
-async def dead_tasks(redis: Redis, queue: str, limit: int = 100) -> list[DeadTask]:
-    """Up to ``limit`` dead tasks, the first to expire first."""
+async def dead_tasks(redis: Redis, queue: str, limit: int = 100, *,
+                     prefix: str = DEFAULT_PREFIX) -> list[DeadTask]:
+    """Up to ``limit`` dead tasks of ``queue`` under key ``prefix``, the first to expire
+    first."""
     out: list[DeadTask] = []
     for start in range(0, limit, _LIST_CHUNK):
-        chunk = await _dead_chunk(redis, queue, start, min(limit, start + _LIST_CHUNK) - 1)
+        chunk = await _dead_chunk(redis, queue_keys(queue, prefix), start,
+                                  min(limit, start + _LIST_CHUNK) - 1)
         out += chunk
         if len(chunk) < _LIST_CHUNK:
             break
     return out
 
 
-async def _dead_chunk(redis: Redis, queue: str, start: int, stop: int) -> list[DeadTask]:
-    keys = queue_keys(queue)
+async def _dead_chunk(redis: Redis, keys: QueueKeys, start: int, stop: int) -> list[DeadTask]:
     raw_ids = cast(list[bytes], await redis.zrange(keys.dead, start, stop))
     ids = [i.decode() for i in raw_ids]
     if not ids:
@@ -84,11 +86,12 @@ async def _dead_chunk(redis: Redis, queue: str, start: int, stop: int) -> list[D
 
 
 async def dlq_change(
-    redis: Redis, queue: str, op: Literal["requeue", "purge"], ids: Sequence[str] = ()
+    redis: Redis, queue: str, op: Literal["requeue", "purge"], ids: Sequence[str] = (),
+    *, prefix: str = DEFAULT_PREFIX,
 ) -> int:
     """Requeue or purge ``ids`` (none: every dead task); the number changed."""
     total = 0
-    async for chunk in dlq_chunks(redis, queue, op, ids):
+    async for chunk in dlq_chunks(redis, queue, op, ids, prefix=prefix):
         total += chunk.changed
     return total
 
@@ -99,10 +102,12 @@ async def dlq_chunks(
     op: Literal["requeue", "purge"],
     ids: Sequence[str] = (),
     scripts: Scripts | None = None,
+    *,
+    prefix: str = DEFAULT_PREFIX,
 ) -> AsyncIterator[DlqChange]:
     """Requeue or purge ``ids`` (none: every task dead when it starts), one bounded
     script call per chunk, yielding what each did."""
-    keys = queue_keys(queue)
+    keys = queue_keys(queue, prefix)
     scripts = scripts or Scripts.register(redis)
     if ids:
         for start in range(0, len(ids), DLQ_CHUNK):
@@ -125,10 +130,11 @@ def _change(reply: list[Any]) -> DlqChange:
     return DlqChange(int(reply[0]), int(reply[1]), int(reply[2]))
 
 
-async def known_queues(redis: Redis) -> list[str]:
-    """Queues that have any key in this Redis (found by SCAN, for inspect)."""
+async def known_queues(redis: Redis, *, prefix: str = DEFAULT_PREFIX) -> list[str]:
+    """Queues that have any key under ``prefix`` in this Redis (found by SCAN, for
+    inspect)."""
     names: set[str] = set()
-    async for key in redis.scan_iter(match="corral:{*}:*", count=1000):
+    async for key in redis.scan_iter(match=queue_scan_pattern(prefix), count=1000):
         text = key.decode(errors="replace")
         if "{" in text and "}" in text:
             names.add(text[text.index("{") + 1 : text.index("}")])

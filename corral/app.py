@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from corral.errors import ConfigError
 from corral.hooks import Hook, Middleware
-from corral.keys import validate_queue_name
+from corral.keys import DEFAULT_PREFIX, validate_prefix, validate_queue_name
 from corral.retention import DEFAULT_DEAD_TTL_S, DEFAULT_MAX_DEAD, DEFAULT_RESULT_TTL_S
 from corral.serialization import DEFAULT_MAX_PAYLOAD_BYTES
 from corral.tasks import Task
@@ -100,10 +100,13 @@ class App:
         on_startup: Sequence[Hook] = (),
         on_shutdown: Sequence[Hook] = (),
         middleware: Sequence[Middleware] = (),
+        prefix: str | None = None,
     ) -> None:
         """Defaults for every task: ``result_ttl_s`` how long a finished task's record
         (with its result) is kept, 0 for not at all; ``dead_ttl_s`` how long a dead one
-        is; ``max_dead`` the most dead tasks one queue keeps (see corral.retention)."""
+        is; ``max_dead`` the most dead tasks one queue keeps (see corral.retention).
+        ``prefix`` starts every Redis key and channel of the app (default ``corral``):
+        apps with different prefixes share a Redis, even queue names, without meeting."""
         options = _validated(_AppOptions, "App", {
             "result_ttl_s": result_ttl_s, "dead_ttl_s": dead_ttl_s, "max_dead": max_dead,
             "max_payload_bytes": max_payload_bytes,
@@ -112,6 +115,12 @@ class App:
         self.dead_ttl_s: float = options.dead_ttl_s
         self.max_dead: int = options.max_dead
         self.max_payload_bytes: int = options.max_payload_bytes
+        try:
+            self.prefix: str = DEFAULT_PREFIX if prefix is None else validate_prefix(prefix)
+        except ValueError as exc:
+            raise ConfigError(f"App: prefix: {exc}") from None
+        # Whether the code chose the prefix: then a different --prefix is a mistake.
+        self.prefix_is_set = prefix is not None
         for hook in (*on_startup, *on_shutdown):
             if not inspect.iscoroutinefunction(hook):
                 raise ConfigError(f"lifecycle hook {hook!r} must be an async function")
@@ -209,6 +218,23 @@ class App:
             return Task(self, definition, func)
 
         return register(fn) if fn is not None else register
+
+
+def resolve_prefix(given: str | None, app: App | None) -> str:
+    """The key prefix a component uses: ``given`` (--prefix, $CORRAL_PREFIX, a
+    TaskQueue's spec.redis.prefix), else the app's, else ``corral``. A given prefix
+    that differs from one the app's code sets would read and write other keys than the
+    app's producers: that is refused rather than guessed."""
+    if given is None:
+        return app.prefix if app is not None else DEFAULT_PREFIX
+    try:
+        validate_prefix(given)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if app is not None and app.prefix_is_set and app.prefix != given:
+        raise ConfigError(f"key prefix {given!r} differs from the app's prefix "
+                          f"{app.prefix!r} (App(prefix=...)); use the same one")
+    return given
 
 
 def load_app(path: str) -> App:

@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from corral import tracing
-from corral.app import App
+from corral.app import App, resolve_prefix
 from corral.channels import Channels
 from corral.connection import connect, default_url
 from corral.errors import InvalidTask, TaskCancelled, TaskFailed
@@ -100,9 +100,12 @@ class Client:
         app: App | None = None,
         result_ttl_s: float | None = None,
         max_payload_bytes: int | None = None,
+        prefix: str | None = None,
     ) -> None:
+        """``prefix``: the key prefix (default: the app's, else ``corral``)."""
         self.redis = redis
         self.app = app
+        self.prefix = resolve_prefix(prefix, app)
         # `is None`, not `or`: 0 means "keep no result".
         if result_ttl_s is None:
             result_ttl_s = app.result_ttl_s if app else DEFAULT_RESULT_TTL_S
@@ -206,7 +209,7 @@ class Client:
         if queue is None:  # not `or`: an empty name is refused, not taken for the default
             queue = task_def.queue if task_def else "default"
         try:
-            keys = queue_keys(queue)
+            keys = queue_keys(queue, self.prefix)
         except (ValueError, TypeError) as exc:
             raise InvalidTask(str(exc)) from None
         if isinstance(call.priority, bool) or not isinstance(call.priority, int):
@@ -236,13 +239,13 @@ class Client:
         return TaskHandle(self, task_queue(task_id, queue), task_id)
 
     async def status(self, task_id: str, *, queue: str | None = None) -> Status:
-        key = queue_keys(task_queue(task_id, queue)).task(task_id)
+        key = queue_keys(task_queue(task_id, queue), self.prefix).task(task_id)
         state = cast(bytes | None, await self.redis.hget(key, "state"))
         return cast(Status, state.decode()) if state else "unknown"
 
     async def progress(self, task_id: str, *, queue: str | None = None) -> Progress | None:
         """The latest progress the task reported, or None if it reported none."""
-        key = queue_keys(task_queue(task_id, queue)).task(task_id)
+        key = queue_keys(task_queue(task_id, queue), self.prefix).task(task_id)
         fraction, message = cast(list[bytes | None], await self.redis.hmget(
             key, ["progress", "progress_message"]))
         if fraction is None:
@@ -255,7 +258,7 @@ class Client:
         """The task's JSON result, waiting for it (by pub/sub, not polling) up to ``timeout`` s.
         Raises TaskFailed (or TaskCancelled) when it ended without one, TimeoutError when
         it has not ended in time, and KeyError when the id is unknown or expired."""
-        keys = queue_keys(task_queue(task_id, queue))
+        keys = queue_keys(task_queue(task_id, queue), self.prefix)
         async with self._results.waiting(keys, task_id) as finished:
             record = await self._final_record(keys, task_id)
             try:
@@ -284,7 +287,7 @@ class Client:
 
     async def cancel(self, task_id: str, *, queue: str | None = None) -> bool:
         """Cancel a queued, scheduled or running task. False when it was unknown or finished."""
-        keys = queue_keys(task_queue(task_id, queue))
+        keys = queue_keys(task_queue(task_id, queue), self.prefix)
         done = await self.scripts.cancel(
             keys, [keys.task(task_id)], [task_id, int(self.result_ttl_s * 1000)]
         )

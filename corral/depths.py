@@ -9,7 +9,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from corral.keys import queue_keys
+from corral.keys import DEFAULT_PREFIX, queue_keys
 from corral.scripts import ScriptCall, Scripts, call_many
 
 
@@ -67,14 +67,16 @@ class QueueDepth:
 
 
 async def read_queue_depths(
-    redis: Redis, queues: Sequence[str], scripts: Scripts | None = None
+    redis: Redis, queues: Sequence[str], scripts: Scripts | None = None, *,
+    prefix: str = DEFAULT_PREFIX,
 ) -> dict[str, QueueDepth]:
-    """Depths of ``queues`` read in one pipelined round trip, each queue atomically.
-    Raises redis-py's ConnectionError (or TimeoutError) when Redis cannot be reached."""
+    """Depths of ``queues`` (under key ``prefix``) read in one pipelined round trip,
+    each queue atomically. Raises redis-py's ConnectionError (or TimeoutError) when
+    Redis cannot be reached."""
     scripts = scripts or Scripts.register(redis)
     calls: list[ScriptCall] = []
     for queue in queues:
-        keys = queue_keys(queue)
+        keys = queue_keys(queue, prefix)
         calls.append((scripts.depths, keys, (), ()))
     replies = await call_many(redis, calls)
     return {queue: _depth(queue, reply) for queue, reply in zip(queues, replies, strict=True)}

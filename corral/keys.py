@@ -1,7 +1,14 @@
 """Redis key names. Every key of one queue shares the hash tag ``{queue}``, so
 each Lua script touches a single hash slot and works unchanged on Redis Cluster.
 
-Layout of queue ``Q`` (prefix ``corral:{Q}:``):
+Every key starts with the application's prefix (``App(prefix=...)``, ``--prefix``,
+``$CORRAL_PREFIX``, ``spec.redis.prefix``; default ``corral``): two applications with
+a queue ``default`` on one Redis use ``a:{default}:…`` and ``b:{default}:…`` and never
+meet. The prefix is not part of the hash tag, so the default prefix keeps the key
+names (and slots) Corral always used; nor part of a task id: an id is looked up
+under the prefix of the client that asks, so another application's id finds nothing.
+
+Layout of queue ``Q`` under prefix ``P`` (key prefix ``P:{Q}:``):
 
 ========================  =======  ================================================
 ``ready:0`` … ``ready:9``  list     ids waiting to run, one list per priority (FIFO)
@@ -20,6 +27,13 @@ cancel), ``done`` (space-separated ids that reached a final state). On Redis 7+
 Cluster they are shard channels (SPUBLISH/SSUBSCRIBE), so a wake-up stays in the
 queue's shard.
 
+A new key of a queue is declared here and nowhere else: a field of ``QueueKeys`` and
+its ``(field, suffix)`` pair in ``_SUFFIXES`` (appended at the end: the Lua scripts
+find the keys by position, see ``prelude.lua``), or, for a key per record, a method
+like ``QueueKeys.task``; the Lua scripts build record keys only from the queue's key
+prefix, which they take from a key in KEYS. ``corral acl`` derives its key and channel
+patterns from ``queue_keys`` too, so a key declared here is covered by the ACL rules.
+
 Every script gets the same queue keys first (``QueueKeys.script_keys``, in the order
 of ``corral/_lua/prelude.lua``), then the record keys the caller knows.
 """
@@ -37,6 +51,11 @@ PRIORITIES = range(10)
 # 128 characters that the claim script accepts.
 _ID_RANDOM_BYTES = 13
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+DEFAULT_PREFIX = "corral"
+# No ':', '{', '}' or glob characters: a key's prefix, hash tag and ACL pattern stay
+# unambiguous (the TaskQueue CRD uses the same pattern).
+PREFIX_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,49}$"
+_PREFIX = re.compile(PREFIX_PATTERN)
 
 
 def validate_queue_name(name: str) -> str:
@@ -46,6 +65,20 @@ def validate_queue_name(name: str) -> str:
             "starting with a letter or digit"
         )
     return name
+
+
+def validate_prefix(prefix: str) -> str:
+    if not isinstance(prefix, str) or not _PREFIX.match(prefix):
+        raise ValueError(
+            f"invalid key prefix {prefix!r}: use 1-50 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return prefix
+
+
+def queue_key_prefix(queue: str, prefix: str) -> str:
+    """``P:{Q}:``, the start of every key and channel of queue ``Q`` under prefix ``P``."""
+    return f"{validate_prefix(prefix)}:{{{validate_queue_name(queue)}}}:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,21 +105,29 @@ class QueueKeys:
         return f"{self.prefix}w:{worker_id}"
 
 
+# QueueKeys field -> key suffix, in the order of the scripts' KEYS after the ready lists.
+_SUFFIXES = (
+    ("scheduled", "scheduled"), ("leased", "leased"), ("dead", "dead"),
+    ("dedupe", "keys"), ("workers", "workers"), ("cancelled", "cancelled"),
+    ("wake_channel", "wake"), ("cancel_channel", "cancel"), ("done_channel", "done"),
+)
+CHANNEL_FIELDS = frozenset({"wake_channel", "cancel_channel", "done_channel"})
+
+
 @cache
-def queue_keys(queue: str) -> QueueKeys:
-    validate_queue_name(queue)
-    prefix = f"corral:{{{queue}}}:"
-    ready = tuple(f"{prefix}ready:{p}" for p in PRIORITIES)
-    named = {
-        name: f"{prefix}{suffix}"
-        for name, suffix in (
-            ("scheduled", "scheduled"), ("leased", "leased"), ("dead", "dead"),
-            ("dedupe", "keys"), ("workers", "workers"), ("cancelled", "cancelled"),
-            ("wake_channel", "wake"), ("cancel_channel", "cancel"), ("done_channel", "done"),
-        )
-    }
-    return QueueKeys(queue=queue, prefix=prefix, ready=ready, **named,
+def queue_keys(queue: str, prefix: str) -> QueueKeys:
+    """The keys of ``queue`` under the application's key ``prefix`` (no default here, so
+    that a caller cannot forget it; ``DEFAULT_PREFIX`` is the applications' default)."""
+    start = queue_key_prefix(queue, prefix)
+    ready = tuple(f"{start}ready:{p}" for p in PRIORITIES)
+    named = {name: f"{start}{suffix}" for name, suffix in _SUFFIXES}
+    return QueueKeys(queue=queue, prefix=start, ready=ready, **named,
                      script_keys=(*ready, *named.values()))
+
+
+def queue_scan_pattern(prefix: str) -> str:
+    """A SCAN pattern that matches the keys of every queue under ``prefix`` only."""
+    return f"{validate_prefix(prefix)}:{{*}}:*"
 
 
 def new_task_id(queue: str) -> str:
@@ -100,5 +141,6 @@ def queue_of_task_id(task_id: str) -> str | None:
 
 
 def queue_of_channel(channel: str) -> str:
-    """The queue name in a channel name such as ``corral:{default}:wake``."""
+    """The queue name in a channel name such as ``corral:{default}:wake``. The prefix
+    cannot hold a '{', so the first one opens the hash tag."""
     return channel[channel.index("{") + 1 : channel.rindex("}")]

@@ -27,7 +27,7 @@ from redis.asyncio.client import PubSub
 
 from corral.admin import known_queues
 from corral.depths import QueueDepth, WorkerInfo, read_queue_depths
-from corral.keys import queue_keys, queue_of_channel
+from corral.keys import DEFAULT_PREFIX, queue_keys, queue_of_channel
 
 WINDOW_S = 60.0
 # Records read per queue per refresh for wait times, and done messages read per refresh:
@@ -183,8 +183,10 @@ class Monitor:
     """Reads what ``corral top`` shows. ``queues=None``: every queue found (by SCAN,
     repeated every REDISCOVER_S)."""
 
-    def __init__(self, redis: Redis, queues: Sequence[str] | None = None) -> None:
+    def __init__(self, redis: Redis, queues: Sequence[str] | None = None,
+                 prefix: str = DEFAULT_PREFIX) -> None:
         self._redis = redis
+        self._prefix = prefix
         self._fixed = list(queues) if queues else None
         self._queues: list[str] = []
         self._discovered_at = -math.inf
@@ -197,7 +199,8 @@ class Monitor:
         await self._discover(now_s)
         await self._subscribe()
         done = await self._drain_done()
-        depths = await read_queue_depths(self._redis, self._queues) if self._queues else {}
+        depths = await read_queue_depths(self._redis, self._queues,
+                                         prefix=self._prefix) if self._queues else {}
         rows = []
         for queue, depth in depths.items():
             ids = done.get(queue, [])
@@ -216,11 +219,11 @@ class Monitor:
         if self._fixed is not None:
             self._queues = self._fixed
         elif now_s - self._discovered_at >= REDISCOVER_S:
-            self._queues = await known_queues(self._redis)
+            self._queues = await known_queues(self._redis, prefix=self._prefix)
             self._discovered_at = now_s
 
     async def _subscribe(self) -> None:
-        channels = [queue_keys(q).done_channel for q in self._queues]
+        channels = [queue_keys(q, self._prefix).done_channel for q in self._queues]
         new = [c for c in channels if c not in self._subscribed]
         if not new:
             return
@@ -248,7 +251,7 @@ class Monitor:
         sample = ids if len(ids) <= WAIT_SAMPLE else random.sample(ids, WAIT_SAMPLE)
         if not sample:
             return []
-        keys = queue_keys(queue)
+        keys = queue_keys(queue, self._prefix)
         async with self._redis.pipeline(transaction=False) as pipe:
             for task_id in sample:
                 pipe.hmget(keys.task(task_id), ["ready_ms", "started_ms"])

@@ -12,13 +12,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
+from redis.exceptions import NoPermissionError, NoScriptError, ResponseError
 
 from corral.connection import is_cluster
+from corral.errors import CorralError
 from corral.keys import QueueKeys
 from corral.retention import DEFAULT_DEAD_TTL_S, DEFAULT_RESULT_TTL_S
 
@@ -26,14 +28,43 @@ NAMES = ("enqueue", "claim", "finish", "heartbeat", "cancel", "depths", "dlq", "
 _LUA = Path(__file__).parent / "_lua"
 
 
+class PermissionDenied(CorralError, NoPermissionError):
+    """The Redis user may not touch a queue's keys or run a command a script runs
+    (its ACL rules, see ``corral acl``). Still a redis-py NoPermissionError, so code
+    that handles Redis errors handles this one."""
+
+
+# What Redis says when a script's own command is refused: a plain error, not NOPERM.
+_SCRIPT_REFUSED = ("can't access at least one of the keys", "can't run this command",
+                   "no permissions to access a channel")
+
+
+def _denied(exc: ResponseError, queue: QueueKeys) -> PermissionDenied | None:
+    """A readable error naming the queue's keys when ``exc`` is a refusal by ACL."""
+    text = str(exc)
+    if not isinstance(exc, NoPermissionError) and not any(s in text for s in _SCRIPT_REFUSED):
+        return None
+    reason = text.split(" script: ")[0].rstrip(".")
+    return PermissionDenied(
+        f"permission denied: the Redis user may not use queue {queue.queue!r} "
+        f"(keys {queue.prefix}*): {reason}; see corral acl")
+
+
+# Scripts that only read: called with EVALSHA_RO, so that a user whose ACL rules allow
+# reading a queue's keys only (%R~, the operator's) may run them.
+READ_ONLY = frozenset({"depths"})
+
+
 class Script:
     """One registered script, called with a queue's keys and the caller's own."""
 
-    __slots__ = ("_flag", "script")
+    __slots__ = ("_flag", "read_only", "script")
 
-    def __init__(self, script: AsyncScript, cluster: bool) -> None:
+    def __init__(self, script: AsyncScript, cluster: bool, read_only: bool = False) -> None:
         self.script = script
         self._flag = "1" if cluster else "0"
+        # Cleared on a Redis older than 7, which has no EVALSHA_RO.
+        self.read_only = read_only
 
     async def __call__(
         self,
@@ -42,9 +73,35 @@ class Script:
         args: Sequence[Any] = (),
         client: Redis | Pipeline | None = None,
     ) -> Any:
-        return await self.script(
-            keys=[*queue.script_keys, *records], args=[self._flag, *args], client=client
-        )
+        keys = [*queue.script_keys, *records]
+        try:
+            if self.read_only:
+                return await self._call_read_only(keys, [self._flag, *args], client)
+            return await self.script(keys=keys, args=[self._flag, *args], client=client)
+        except ResponseError as exc:
+            if _unknown_read_only(exc) and client is None:
+                self.read_only = False
+                return await self(queue, records, args)
+            denied = _denied(exc, queue)
+            if denied is None:
+                raise
+            raise denied from None
+
+
+    async def _call_read_only(self, keys: list[str], args: list[Any],
+                              client: Redis | Pipeline | None) -> Any:
+        target = client if client is not None else self.script.registered_client
+        if isinstance(target, Pipeline):
+            target.scripts.add(cast(Any, self.script))  # loaded (SCRIPT EXISTS/LOAD) before it runs
+        try:
+            return await target.evalsha_ro(self.script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            self.script.sha = await target.script_load(self.script.script)
+            return await target.evalsha_ro(self.script.sha, len(keys), *keys, *args)
+
+
+def _unknown_read_only(exc: ResponseError) -> bool:
+    return "unknown command" in str(exc).lower() and "evalsha_ro" in str(exc).lower()
 
 
 ScriptCall = tuple[Script, QueueKeys, Sequence[str], Sequence[Any]]  # script, queue, records, args
@@ -59,7 +116,30 @@ async def call_many(redis: Redis, calls: Sequence[ScriptCall]) -> list[Any]:
     async with redis.pipeline(transaction=False) as pipe:
         for script, queue, records, args in calls:
             await script(queue, records, args, client=pipe)
-        return list(await pipe.execute())
+        try:
+            return list(await pipe.execute())
+        except ResponseError as exc:
+            if _unknown_read_only(exc):  # Redis < 7: once more, with EVALSHA
+                for script, _, _, _ in calls:
+                    script.read_only = False
+                return await call_many(redis, calls)
+            denied = _denied(exc, calls[0][1]) if len({c[1] for c in calls}) == 1 else None
+            if denied is None and isinstance(exc, NoPermissionError):
+                queues = ", ".join(sorted({repr(c[1].queue) for c in calls}))
+                denied = PermissionDenied(f"permission denied: the Redis user may not use "
+                                          f"one of the queues {queues}: {exc}; see corral acl")
+            if denied is None:
+                raise
+            raise denied from None
+
+
+def own_source(name: str) -> str:
+    """The text of script ``name`` alone, without the prelude."""
+    return (_LUA / f"{name}.lua").read_text()
+
+
+def prelude_source() -> str:
+    return (_LUA / "prelude.lua").read_text()
 
 
 @cache
@@ -70,8 +150,7 @@ def source(name: str) -> str:
         f"local DEFAULT_RESULT_TTL_MS = {int(DEFAULT_RESULT_TTL_S * 1000)}\n"
         f"local DEFAULT_DEAD_TTL_MS = {int(DEFAULT_DEAD_TTL_S * 1000)}\n"
     )
-    own = (_LUA / f"{name}.lua").read_text()
-    return f"{(_LUA / 'prelude.lua').read_text()}\n{defaults}\n-- {name}.lua\n{own}"
+    return f"{prelude_source()}\n{defaults}\n-- {name}.lua\n{own_source(name)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,5 +170,6 @@ class Scripts:
         # restarted Redis (with an empty script cache) needs nothing special.
         cluster = is_cluster(redis)
         return cls(**{
-            name: Script(redis.register_script(source(name)), cluster) for name in NAMES
+            name: Script(redis.register_script(source(name)), cluster, name in READ_ONLY)
+            for name in NAMES
         })

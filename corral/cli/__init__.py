@@ -15,10 +15,10 @@ from collections.abc import Callable, Coroutine, Sequence
 from importlib.metadata import PackageNotFoundError, entry_points, version
 from typing import Any
 
-from redis.exceptions import RedisError
+from redis.exceptions import NoPermissionError, RedisError
 
 from corral.cli import commands
-from corral.cli.args import CliError, Parser, Subcommands, UsageError
+from corral.cli.args import CliError, Parser, Subcommands, UsageError, prefix_arg
 from corral.connection import default_url, redact
 from corral.errors import CorralError
 
@@ -64,6 +64,10 @@ def _add_global_options(parser: argparse.ArgumentParser, default: Any) -> None:
     if "--redis-url" not in options:
         parser.add_argument("--redis-url", default=default, help=(
             "Redis URL (default: $CORRAL_REDIS_URL, then redis://localhost:6379/0)"))
+    if "--prefix" not in options:
+        parser.add_argument("--prefix", type=prefix_arg, default=default, help=(
+            "key prefix of the application in Redis (default: $CORRAL_PREFIX, then the "
+            "app's App(prefix=...), then corral)"))
     if "--app" not in options:
         parser.add_argument("--app", default=default, metavar="MODULE:ATTR", help=(
             "the corral.App that defines the tasks, so that enqueue knows their queues "
@@ -105,6 +109,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (CliError, CorralError, KeyError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"{name}: error: {message}", file=sys.stderr)
+        code = 1
+    except NoPermissionError as exc:
+        url = redact(getattr(args, "redis_url", None) or default_url())
+        print(f"{name}: error: redis at {url}: permission denied: {exc} (see corral acl)",
+              file=sys.stderr)
         code = 1
     except (RedisError, ConnectionError, TimeoutError) as exc:
         url = redact(getattr(args, "redis_url", None) or default_url())

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeAlias
 
+from corral.app import App, load_app, resolve_prefix
 from corral.connection import default_url
-from corral.keys import validate_queue_name
+from corral.keys import validate_prefix, validate_queue_name
 
 # What a component's ``register`` function receives to add its subcommands to.
 Subcommands: TypeAlias = "argparse._SubParsersAction[Parser]"
@@ -34,6 +37,34 @@ class UsageError(CliError):
 def url_of(args: argparse.Namespace) -> str:
     """The Redis URL: --redis-url, then $CORRAL_REDIS_URL, then the default."""
     return getattr(args, "redis_url", None) or default_url()
+
+
+def given_prefix(args: argparse.Namespace) -> str | None:
+    """The key prefix asked for: --prefix, then $CORRAL_PREFIX; None when neither is."""
+    return getattr(args, "prefix", None) or os.environ.get("CORRAL_PREFIX") or None
+
+
+def app_of(args: argparse.Namespace) -> App | None:
+    """The App named by --app or $CORRAL_APP, if any (looked up from the current
+    directory too, like the worker does)."""
+    path = getattr(args, "app", None) or os.environ.get("CORRAL_APP")
+    if not path:
+        return None
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    return load_app(path)
+
+
+def prefix_of(args: argparse.Namespace, app: App | None = None) -> str:
+    """The key prefix a command uses: --prefix, $CORRAL_PREFIX, the app's, ``corral``."""
+    return resolve_prefix(given_prefix(args), app if app is not None else app_of(args))
+
+
+def prefix_arg(text: str) -> str:
+    try:
+        return validate_prefix(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def json_arg(kind: type) -> Callable[[str], Any]:

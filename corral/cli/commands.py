@@ -5,19 +5,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import time
 from collections.abc import Coroutine
 from typing import Any
 
 from corral.admin import known_queues
-from corral.app import App, load_app
+from corral.cli.acl import add_acl
 from corral.cli.args import (
     CliError,
     Subcommands,
+    app_of,
     int_range,
     json_arg,
+    prefix_of,
     queue_arg,
     seconds,
     url_of,
@@ -35,19 +35,8 @@ QUEUE_OF_ID_HELP = ("the task's queue (default: the queue named in the id; ids m
 
 def register(subcommands: Subcommands) -> None:
     for add in (_add_enqueue, _add_status, _add_cancel, _add_result, _add_inspect, add_top,
-                add_dlq):
+                add_dlq, add_acl):
         add(subcommands)
-
-
-def app_of(args: argparse.Namespace) -> App | None:
-    """The App named by --app or $CORRAL_APP, if any (looked up from the current
-    directory too, like the worker does)."""
-    path = getattr(args, "app", None) or os.environ.get("CORRAL_APP")
-    if not path:
-        return None
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    return load_app(path)
 
 
 def _add_enqueue(subcommands: Subcommands) -> None:
@@ -113,7 +102,8 @@ def _add_inspect(subcommands: Subcommands) -> None:
 
 
 async def enqueue(args: argparse.Namespace) -> int:
-    async with Client.from_url(url_of(args), app=app_of(args)) as client:
+    app = app_of(args)
+    async with Client.from_url(url_of(args), app=app, prefix=prefix_of(args, app)) as client:
         handle = await client.enqueue(
             args.task, args.args, args.kwargs, queue=args.queue, priority=args.priority,
             delay=args.delay, key=args.key,
@@ -125,7 +115,7 @@ async def enqueue(args: argparse.Namespace) -> int:
 
 
 async def status(args: argparse.Namespace) -> int:
-    async with Client.from_url(url_of(args)) as client:
+    async with Client.from_url(url_of(args), prefix=prefix_of(args)) as client:
         state = await client.status(args.id, queue=args.queue)
     print(state)
     return 0 if state != "unknown" else 1
@@ -133,7 +123,7 @@ async def status(args: argparse.Namespace) -> int:
 
 async def cancel(args: argparse.Namespace) -> int:
     queue = task_queue(args.id, args.queue)
-    async with Client.from_url(url_of(args)) as client:
+    async with Client.from_url(url_of(args), prefix=prefix_of(args)) as client:
         if await client.cancel(args.id, queue=queue):
             print(f"cancelled {args.id}")
             return 0
@@ -146,7 +136,7 @@ async def cancel(args: argparse.Namespace) -> int:
 
 
 async def result(args: argparse.Namespace) -> int:
-    async with Client.from_url(url_of(args)) as client:
+    async with Client.from_url(url_of(args), prefix=prefix_of(args)) as client:
         return await _print_result(client, args.id, args.queue, args.timeout)
 
 
@@ -174,10 +164,11 @@ def inspect_command(args: argparse.Namespace) -> int | Coroutine[Any, Any, int]:
 
 
 async def inspect(args: argparse.Namespace) -> int:
+    prefix = prefix_of(args)
     redis = connect(url_of(args))
     try:
-        queues = args.queues or await known_queues(redis)
-        depths = await read_queue_depths(redis, queues) if queues else {}
+        queues = args.queues or await known_queues(redis, prefix=prefix)
+        depths = await read_queue_depths(redis, queues, prefix=prefix) if queues else {}
     finally:
         await redis.aclose()
     if args.json:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from collections import defaultdict
@@ -18,12 +19,13 @@ from corral.cli.args import (
     Subcommands,
     UsageError,
     int_range,
+    prefix_of,
     queue_arg,
     url_of,
 )
 from corral.client import task_queue
 from corral.connection import connect
-from corral.keys import queue_keys
+from corral.keys import QueueKeys, queue_keys
 from corral.serialization import decode_error
 
 Change = Literal["requeue", "purge"]
@@ -79,9 +81,10 @@ def _add_change(actions: Subcommands, op: Change, text: str) -> None:
 
 
 async def list_dead(args: argparse.Namespace) -> int:
+    prefix = prefix_of(args)
     redis = connect(url_of(args))
     try:
-        for task in await dead_tasks(redis, args.queue, args.limit):
+        for task in await dead_tasks(redis, args.queue, args.limit, prefix=prefix):
             print(_summary(task))
             if args.traceback:
                 print(_indented(task.traceback or "(no traceback stored)"))
@@ -91,9 +94,10 @@ async def list_dead(args: argparse.Namespace) -> int:
 
 
 async def show(args: argparse.Namespace) -> int:
+    keys = functools.partial(queue_keys, prefix=prefix_of(args))
     redis = connect(url_of(args))
     try:
-        found = [await _dead_task(redis, task_queue(i, args.queue), i) for i in args.ids]
+        found = [await _dead_task(redis, keys(task_queue(i, args.queue)), i) for i in args.ids]
     finally:
         await redis.aclose()
     missing = [i for i, (_, task) in zip(args.ids, found, strict=True) if task is None]
@@ -109,6 +113,7 @@ async def change(args: argparse.Namespace) -> int:
         raise UsageError("give task ids or --all, not both")
     if not args.ids:
         return await _change_all(args, op)
+    prefix = prefix_of(args)
     redis = connect(url_of(args))
     try:
         by_queue: dict[str, list[str]] = defaultdict(list)
@@ -116,10 +121,10 @@ async def change(args: argparse.Namespace) -> int:
             by_queue[task_queue(task_id, args.queue)].append(task_id)
         done, missing = 0, []
         for queue, ids in by_queue.items():
-            dead = await _dead_ids(redis, queue, ids)
+            dead = await _dead_ids(redis, queue_keys(queue, prefix), ids)
             missing += [i for i in ids if i not in dead]
             if dead:
-                done += await dlq_change(redis, queue, op, dead)
+                done += await dlq_change(redis, queue, op, dead, prefix=prefix)
     finally:
         await redis.aclose()
     print(f"{op}d {_tasks(done)}")
@@ -132,9 +137,10 @@ async def _change_all(args: argparse.Namespace, op: Change) -> int:
     queue = args.queue or "default"
     if op == "purge" and not (args.all or args.yes):
         _confirm_purge(queue)
+    prefix = prefix_of(args)
     redis = connect(url_of(args))
     try:
-        done = await dlq_change(redis, queue, op)
+        done = await dlq_change(redis, queue, op, prefix=prefix)
     finally:
         await redis.aclose()
     print(f"{op}d {_tasks(done)}")
@@ -150,8 +156,7 @@ def _confirm_purge(queue: str) -> None:
         raise CliError("nothing purged")
 
 
-async def _dead_ids(redis: Redis, queue: str, ids: Sequence[str]) -> list[str]:
-    keys = queue_keys(queue)
+async def _dead_ids(redis: Redis, keys: QueueKeys, ids: Sequence[str]) -> list[str]:
     async with redis.pipeline(transaction=False) as pipe:
         for task_id in ids:
             pipe.hget(keys.task(task_id), "state")
@@ -159,11 +164,13 @@ async def _dead_ids(redis: Redis, queue: str, ids: Sequence[str]) -> list[str]:
     return [i for i, state in zip(ids, states, strict=True) if state == b"dead"]
 
 
-async def _dead_task(redis: Redis, queue: str, task_id: str) -> tuple[str, DeadTask | None]:
+async def _dead_task(redis: Redis, keys: QueueKeys,
+                     task_id: str) -> tuple[str, DeadTask | None]:
     fields = ["state", "name", "attempts", "error", "reason", "finished_ms", "dead_ms"]
     values = cast(list[bytes | None],
-                  await redis.hmget(queue_keys(queue).task(task_id), fields))
+                  await redis.hmget(keys.task(task_id), fields))
     state, name, attempts, error, reason, finished_ms, dead_ms = values
+    queue = keys.queue
     if state != b"dead":
         return queue, None
     err = decode_error(error)

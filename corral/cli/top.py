@@ -8,7 +8,7 @@ import argparse
 import importlib.util
 import sys
 
-from corral.cli.args import CliError, Subcommands, queue_arg, url_of
+from corral.cli.args import CliError, Subcommands, prefix_of, queue_arg, url_of
 from corral.connection import parse_url, redact
 
 KEYS_HELP = ("keys: s cycles the queue sort, w the worker sort, f or / filters by queue "
@@ -37,7 +37,7 @@ def _interval(text: str) -> float:
 
 
 def run_top(args: argparse.Namespace) -> int:
-    url = url_of(args)
+    url, prefix = url_of(args), prefix_of(args)
     parse_url(url)  # a bad URL is one line here, not an error inside the view
     if importlib.util.find_spec("textual") is None:
         raise CliError("the live view needs textual: pip install 'corral[top]' "
@@ -46,5 +46,5 @@ def run_top(args: argparse.Namespace) -> int:
 
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise CliError("the live view needs a terminal; corral inspect --json prints once")
-    TopApp(url, args.queues, args.interval, redact(url)).run()
+    TopApp(url, args.queues, args.interval, redact(url), prefix).run()
     return 0

@@ -13,6 +13,7 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Input, Static
 
 from corral.connection import connect
+from corral.keys import DEFAULT_PREFIX
 from corral.monitor import QUEUE_SORTS, WORKER_SORTS, Monitor, QueueRow, View, WorkerRow, arrange
 
 QUEUE_COLUMNS = ("QUEUE", "BACKLOG", "READY BY PRIORITY", "SCHEDULED", "IN FLIGHT", "DEAD",
@@ -43,8 +44,9 @@ class TopApp(App[None]):
     ]
 
     def __init__(self, url: str, queues: Sequence[str] | None, interval_s: float,
-                 shown_url: str) -> None:
+                 shown_url: str, prefix: str = DEFAULT_PREFIX) -> None:
         super().__init__()
+        self._prefix = prefix
         self._url = url
         self._fixed_queues = queues
         self._interval_s = interval_s
@@ -70,7 +72,7 @@ class TopApp(App[None]):
         self.query_one("#queues", DataTable).add_columns(*QUEUE_COLUMNS)
         self.query_one("#workers", DataTable).add_columns(*WORKER_COLUMNS)
         self._redis = connect(self._url)
-        self._monitor = Monitor(self._redis, self._fixed_queues)
+        self._monitor = Monitor(self._redis, self._fixed_queues, self._prefix)
         await self.refresh_view()
         self.set_interval(self._interval_s, self.refresh_view)
 

@@ -24,7 +24,7 @@ from redis.exceptions import RedisError
 from corral.client import Client, Enqueue
 from corral.depths import read_queue_depths
 from corral.embedded import EmbeddedRedis
-from corral.keys import queue_keys
+from corral.keys import DEFAULT_PREFIX, queue_keys
 from tests.chaos.app import DONE_KEY, STARTS_KEY
 from tests.support.workers import WorkerProcess
 
@@ -141,7 +141,7 @@ class ChaosRun:
         self.log = log
         self.report = ChaosReport(config)
         self.redis = redis.asyncio.Redis.from_url(server.url)
-        self.keys = queue_keys(QUEUE)
+        self.keys = queue_keys(QUEUE, DEFAULT_PREFIX)
         self.rng = random.Random(config.seed)
         self.slots: list[WorkerProcess | None] = [None] * config.workers
         self.generation = 0

@@ -22,11 +22,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from corral.embedded import EmbeddedRedis
-from corral.keys import queue_keys
+from corral.keys import DEFAULT_PREFIX, queue_keys
 from corral.serialization import DEFAULT_MAX_PAYLOAD_BYTES
 from tests.support.workers import ROOT, WorkerProcess
 
-KEYS = queue_keys("default")
+KEYS = queue_keys("default", DEFAULT_PREFIX)
 WELL_FORMED_ID = re.compile(rb"^[A-Za-z0-9_.:-]+$")
 KNOWN_STATES = ("queued", "scheduled", "running", "succeeded", "failed", "cancelled", "dead")
 

@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio
 
 from corral import Client, TaskFailed
-from corral.keys import queue_keys
+from corral.keys import DEFAULT_PREFIX, queue_keys
 from tests.support.inproc import running_worker
 from tests.support.workers import WorkerProcess
 
@@ -102,9 +102,10 @@ async def test_dlq_list_requeue_purge(redis_url: str, client: Client,
     requeued = corral("dlq", "requeue", handles[0].id, url=redis_url)
     assert requeued.stdout.strip() == "requeued 1 task"
     assert await handles[0].status() == "queued"
-    assert await redis_conn.hget(queue_keys("default").task(handles[0].id), "attempts") == b"0"
+    key = queue_keys("default", DEFAULT_PREFIX).task(handles[0].id)
+    assert await redis_conn.hget(key, "attempts") == b"0"
     assert corral("dlq", "purge", "--all", url=redis_url).stdout.strip() == "purged 1 task"
-    assert await redis_conn.zcard(queue_keys("default").dead) == 0
+    assert await redis_conn.zcard(queue_keys("default", DEFAULT_PREFIX).dead) == 0
     assert await handles[1].status() == "unknown"
 
 

@@ -19,7 +19,7 @@ import redis.asyncio
 
 from corral import Client, TaskFailed
 from corral.cli import build_parser
-from corral.keys import queue_keys
+from corral.keys import DEFAULT_PREFIX, queue_keys
 from tests.integration.test_cli import corral
 from tests.support.inproc import running_worker
 from tests.support.terminal import Terminal
@@ -105,8 +105,8 @@ async def test_enqueue_with_app_uses_the_declared_queue(
                       '{"to": "a@b"}', url=redis_url)
     assert enqueued.returncode == 0, enqueued.stderr
     task_id = enqueued.stdout.strip()
-    assert await redis_conn.llen(queue_keys("mail").ready[0]) == 1
-    assert await redis_conn.llen(queue_keys("default").ready[0]) == 0
+    assert await redis_conn.llen(queue_keys("mail", DEFAULT_PREFIX).ready[0]) == 1
+    assert await redis_conn.llen(queue_keys("default", DEFAULT_PREFIX).ready[0]) == 0
     # No --queue: the id says where the task is.
     assert corral("status", task_id, url=redis_url).stdout.strip() == "queued"
     cancelled = corral("cancel", task_id, url=redis_url)
@@ -145,7 +145,8 @@ async def test_ids_of_the_longest_queue_name_still_run(redis_url: str, client: C
 
 async def test_old_ids_work_with_queue(redis_conn: redis.asyncio.Redis, redis_url: str) -> None:
     old_id = "0123456789abcdef0123456789abcdef"
-    await redis_conn.hset(queue_keys("mail").task(old_id), mapping={"state": "queued"})
+    key = queue_keys("mail", DEFAULT_PREFIX).task(old_id)
+    await redis_conn.hset(key, mapping={"state": "queued"})
     assert corral("status", old_id, "--queue", "mail", url=redis_url).stdout.strip() == "queued"
     assert corral("status", old_id, url=redis_url).stdout.strip() == "unknown"
 
@@ -221,7 +222,7 @@ async def test_dlq_purge_needs_all_and_requeue_reports_unknown(
     ids = await _two_dead(redis_url, client)
     refused = corral("dlq", "purge", url=redis_url)
     assert "--all" in one_error_line(refused, "dlq purge")
-    assert await redis_conn.zcard(queue_keys("default").dead) == 2
+    assert await redis_conn.zcard(queue_keys("default", DEFAULT_PREFIX).dead) == 2
     requeued = corral("dlq", "requeue", ids[0], url=redis_url)
     assert requeued.returncode == 0 and requeued.stdout.strip() == "requeued 1 task"
     unknown = corral("dlq", "requeue", "no-such-id", url=redis_url)
@@ -230,14 +231,14 @@ async def test_dlq_purge_needs_all_and_requeue_reports_unknown(
     assert "not both" in one_error_line(both, "dlq purge") and both.returncode == 2
     purged = corral("dlq", "purge", "--all", url=redis_url)
     assert purged.stdout.strip() == "purged 1 task", purged.stderr
-    assert await redis_conn.zcard(queue_keys("default").dead) == 0
+    assert await redis_conn.zcard(queue_keys("default", DEFAULT_PREFIX).dead) == 0
 
 
 async def test_dlq_purge_asks_on_a_terminal(
     redis_url: str, client: Client, redis_conn: redis.asyncio.Redis
 ) -> None:
     await _two_dead(redis_url, client)
-    dead = queue_keys("default").dead
+    dead = queue_keys("default", DEFAULT_PREFIX).dead
     for answer, code, left in (("n", 1, 2), ("y", 0, 0)):
         terminal = Terminal([sys.executable, "-m", "corral", "dlq", "purge",
                              "--redis-url", redis_url])

@@ -14,11 +14,11 @@ import redis.asyncio
 from bench.cpu import first_in_line
 from corral.admin import DLQ_CHUNK, dead_tasks, dlq_change
 from corral.embedded import EmbeddedRedis
-from corral.keys import queue_keys
+from corral.keys import DEFAULT_PREFIX, queue_keys
 
 DEAD_COUNT = 100_000
 SLOW_US = 10_000  # 10 ms
-KEYS = queue_keys("default")
+KEYS = queue_keys("default", DEFAULT_PREFIX)
 
 
 def corral(url: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -12,14 +12,14 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from corral import Client, TaskFailed
-from corral.keys import queue_keys
+from corral.keys import DEFAULT_PREFIX, queue_keys
 from corral_worker import Worker
 from tests.apps.hostile import app
 from tests.chaos.proxy import CutProxy
 from tests.support.inproc import running_worker
 from tests.support.workers import WorkerProcess
 
-KEYS = queue_keys("default")
+KEYS = queue_keys("default", DEFAULT_PREFIX)
 
 
 async def _until(check: Callable[[], Awaitable[bool]], timeout_s: float = 20.0) -> None:

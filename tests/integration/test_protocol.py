@@ -7,13 +7,13 @@ import redis.asyncio
 from corral import Client, Enqueue
 from corral.admin import dlq_chunks
 from corral.depths import read_queue_depths
-from corral.keys import queue_keys
+from corral.keys import DEFAULT_PREFIX, queue_keys
 from corral.scripts import NAMES, Script, Scripts, source
 from corral_worker.broker import Broker, Outcome
 from corral_worker.outcome import Finish
 from tests.support.inproc import running_worker
 
-KEYS = queue_keys("default")
+KEYS = queue_keys("default", DEFAULT_PREFIX)
 
 
 async def _calls(conn: redis.asyncio.Redis, command: str) -> int:

@@ -25,7 +25,7 @@ from corral.client import Client, Enqueue, TaskHandle
 from corral.connection import connect
 from corral.depths import read_queue_depths
 from corral.embedded import EmbeddedRedis, server_binary
-from corral.keys import queue_keys
+from corral.keys import DEFAULT_PREFIX, queue_keys
 from tests.support.workers import ROOT, WorkerProcess
 
 QUEUES = ("default", "other", "zeta")
@@ -108,12 +108,13 @@ def _wait_cluster_ok(ports: list[int], timeout_s: float = 30.0) -> None:
 
 def test_every_key_of_a_queue_shares_one_hash_slot() -> None:
     for queue in QUEUES:
-        keys = queue_keys(queue)
+        keys = queue_keys(queue, DEFAULT_PREFIX)
         names = [*keys.ready, keys.scheduled, keys.leased, keys.dead, keys.dedupe,
                  keys.workers, keys.task("some-id"), keys.worker("w-1")]
         assert len({key_slot(name.encode()) for name in names}) == 1
     # The queues used below live on different masters (5461 slots each).
-    assert len({key_slot(queue_keys(q).leased.encode()) // 5461 for q in QUEUES}) >= 2
+    slots = {key_slot(queue_keys(q, DEFAULT_PREFIX).leased.encode()) for q in QUEUES}
+    assert len({slot // 5461 for slot in slots}) >= 2
 
 
 async def test_cluster_client_worker_and_cli_work_unchanged(redis_cluster: str) -> None:
@@ -183,7 +184,7 @@ async def test_cluster_wake_ups_and_results_stay_in_the_queues_shard(redis_clust
                            worker_id="shard-worker")
     try:
         await asyncio.to_thread(worker.wait_started)
-        keys = {q: queue_keys(q) for q in QUEUES}
+        keys = {q: queue_keys(q, DEFAULT_PREFIX) for q in QUEUES}
         # The worker listens with SSUBSCRIBE on each queue's own shard, not with SUBSCRIBE.
         await _until(lambda: all(
             sum(n.pubsub_shardnumsub(k.wake_channel)[0][1] for n in nodes) == 1

@@ -9,11 +9,11 @@ from collections.abc import Awaitable, Callable
 import redis.asyncio
 
 from corral import Client, TaskFailed
-from corral.keys import queue_keys
+from corral.keys import DEFAULT_PREFIX, queue_keys
 from tests.apps.retention import app
 from tests.support.inproc import running_worker
 
-KEYS = queue_keys("default")
+KEYS = queue_keys("default", DEFAULT_PREFIX)
 
 
 async def _until(predicate: Callable[[], Awaitable[bool]], timeout_s: float = 20.0) -> None:

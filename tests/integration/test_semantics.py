@@ -11,7 +11,7 @@ import redis.asyncio
 
 from corral import Client, Enqueue, InvalidTask, TaskCancelled, TaskFailed
 from corral.depths import QueueDepth, read_queue_depths
-from corral.keys import queue_keys
+from corral.keys import DEFAULT_PREFIX, queue_keys
 from tests.support.inproc import running_worker
 from tests.support.monitor import counting_commands
 
@@ -62,7 +62,7 @@ async def test_claim_is_atomic_between_workers(client: Client, redis_url: str) -
     await client.enqueue_many([Enqueue("noop", [i]) for i in range(2000)])
     conns = [redis.asyncio.Redis.from_url(redis_url) for _ in range(4)]
     brokers = [Broker(c, Scripts.register(c), f"w{i}") for i, c in enumerate(conns)]
-    keys = queue_keys("default")
+    keys = queue_keys("default", DEFAULT_PREFIX)
     seen: list[str] = []
 
     async def drain(broker: Broker) -> None:
@@ -100,9 +100,10 @@ async def test_retries_then_dead_letter(client: Client, redis_url: str,
     assert "raise ValueError(message)" in info.value.traceback
     assert int(await redis_conn.get("test:fail_attempts")) == 3
     assert await handle.status() == "dead"
-    record = await redis_conn.hgetall(queue_keys("default").task(handle.id))
+    record = await redis_conn.hgetall(queue_keys("default", DEFAULT_PREFIX).task(handle.id))
     assert record[b"attempts"] == b"3"
-    assert await redis_conn.zrange(queue_keys("default").dead, 0, -1) == [handle.id.encode()]
+    dead = queue_keys("default", DEFAULT_PREFIX).dead
+    assert await redis_conn.zrange(dead, 0, -1) == [handle.id.encode()]
 
 
 async def test_failed_without_dead_letter(client: Client, redis_url: str) -> None:
@@ -150,7 +151,7 @@ async def test_cancel_running_delivers_cancelled_error(
         assert await redis_conn.lrange("test:cleanup", 0, -1) == [b"cleaned"]
         await asyncio.sleep(0.3)
     assert await handle.status() == "cancelled"
-    record = await redis_conn.hgetall(queue_keys("default").task(handle.id))
+    record = await redis_conn.hgetall(queue_keys("default", DEFAULT_PREFIX).task(handle.id))
     assert record[b"attempts"] == b"1"  # no retry
 
 
@@ -169,7 +170,7 @@ async def test_delayed_task_runs_on_time(client: Client, redis_url: str,
         handle = await client.enqueue("noop", [7], delay=1.5)
         assert await handle.status() == "scheduled"
         assert await handle.result(timeout=10) == 7
-    record = await redis_conn.hgetall(queue_keys("default").task(handle.id))
+    record = await redis_conn.hgetall(queue_keys("default", DEFAULT_PREFIX).task(handle.id))
     waited_ms = int(record[b"started_ms"]) - int(record[b"enq_ms"])
     assert 1500 <= waited_ms <= 2500, waited_ms
 
@@ -184,7 +185,7 @@ async def test_results_have_a_ttl_and_wait_without_polling(
         slow = await client.enqueue("sleep", [1.0])
         assert await slow.result(timeout=10) == 1.0
         after = int((await redis_conn.info("stats"))["total_commands_processed"])
-    ttl_ms = await redis_conn.pttl(queue_keys("default").task(handle.id))
+    ttl_ms = await redis_conn.pttl(queue_keys("default", DEFAULT_PREFIX).task(handle.id))
     assert 590_000 < ttl_ms <= 600_000  # tests.apps.basic sets result_ttl_s=600
     # A second's wait costs a handful of commands, not a polling loop.
     assert after - before < 40
@@ -217,7 +218,7 @@ async def test_arguments_must_be_json(client: Client, redis_conn: redis.asyncio.
 async def test_bad_input_is_dead_lettered_and_worker_goes_on(
     client: Client, redis_url: str, redis_conn: redis.asyncio.Redis
 ) -> None:
-    keys = queue_keys("default")
+    keys = queue_keys("default", DEFAULT_PREFIX)
     bad_payload = await client.enqueue("noop", [1])
     await redis_conn.hset(keys.task(bad_payload.id), "payload", b"\xff{not json")
     unknown = await client.enqueue("no_such_task")

@@ -13,7 +13,7 @@ import pytest
 from corral import Client
 from corral.cli.top_app import TopApp
 from corral.connection import connect
-from corral.keys import queue_keys
+from corral.keys import DEFAULT_PREFIX, queue_keys
 from corral.monitor import Monitor
 from tests.integration.test_cli import corral
 from tests.support.inproc import running_worker
@@ -97,7 +97,7 @@ async def test_monitor_reads_depths_workers_rates_and_waits(
 async def _recorded_waits_s(client: Client, ids: list[str]) -> list[float]:
     waits = []
     for task_id in ids:
-        ready, started = await client.redis.hmget(queue_keys("later").task(task_id),
+        ready, started = await client.redis.hmget(queue_keys("later", DEFAULT_PREFIX).task(task_id),
                                                   ["ready_ms", "started_ms"])
         waits.append((int(started) - int(ready)) / 1000)
     return waits

@@ -9,7 +9,7 @@ from opentelemetry.trace import SpanKind
 from redis.asyncio import Redis
 
 from corral import Client, Enqueue, tracing
-from corral.keys import queue_keys
+from corral.keys import DEFAULT_PREFIX, queue_keys
 
 
 async def test_enqueue_is_a_producer_span_whose_context_travels_with_the_task(
@@ -22,7 +22,7 @@ async def test_enqueue_is_a_producer_span_whose_context_travels_with_the_task(
     assert span.attributes["messaging.destination.name"] == "traced"
     assert span.attributes["messaging.operation.type"] == "send"
     assert span.attributes["messaging.message.id"] == handle.id
-    payload = await redis_conn.hget(queue_keys("traced").task(handle.id), "payload")
+    payload = await redis_conn.hget(queue_keys("traced", DEFAULT_PREFIX).task(handle.id), "payload")
     carrier = json.loads(payload)["trace"]
     assert span.context is not None
     trace_id = format(span.context.trace_id, "032x")
@@ -37,7 +37,7 @@ async def test_a_batch_is_one_span_and_every_task_carries_it(
     assert span.attributes["messaging.batch.message_count"] == 5
     parents = set()
     for handle in handles:
-        payload = await redis_conn.hget(queue_keys("default").task(handle.id), "payload")
+        payload = await redis_conn.hget(_task_key(handle.id), "payload")
         parents.add(json.loads(payload)["trace"]["traceparent"])
     assert len(parents) == 1
 
@@ -46,5 +46,9 @@ async def test_without_a_recording_span_nothing_is_stored(client: Client,
                                                           redis_conn: Redis) -> None:
     tracing.use_tracer_provider(None)  # the global provider: the API's no-op one here
     handle = await client.enqueue("noop", [1])
-    payload = await redis_conn.hget(queue_keys("default").task(handle.id), "payload")
+    payload = await redis_conn.hget(_task_key(handle.id), "payload")
     assert "trace" not in json.loads(payload)
+
+
+def _task_key(task_id: str) -> str:
+    return queue_keys("default", DEFAULT_PREFIX).task(task_id)

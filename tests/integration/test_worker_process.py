@@ -15,7 +15,7 @@ import redis.asyncio
 
 from corral import Client, Enqueue, TaskFailed
 from corral.depths import read_queue_depths
-from corral.keys import queue_keys
+from corral.keys import DEFAULT_PREFIX, queue_keys
 from tests.support.workers import WorkerProcess
 
 
@@ -53,7 +53,7 @@ async def test_sigkill_tasks_return_after_lease_and_run_elsewhere(
     results = await asyncio.gather(*(h.result(timeout=30) for h in handles))
     assert results == [f"t{i}" for i in range(5)]
     for handle in handles:
-        record = await redis_conn.hgetall(queue_keys("default").task(handle.id))
+        record = await redis_conn.hgetall(queue_keys("default", DEFAULT_PREFIX).task(handle.id))
         assert record[b"attempts"] == b"2"
 
 
@@ -76,7 +76,7 @@ async def test_sigterm_hands_back_prefetched_and_finishes_running(
     depths = (await read_queue_depths(redis_conn, ["default"]))["default"]
     assert depths.in_flight == 0 and depths.ready == 6
     for handle in handles[2:]:
-        record = await redis_conn.hgetall(queue_keys("default").task(handle.id))
+        record = await redis_conn.hgetall(queue_keys("default", DEFAULT_PREFIX).task(handle.id))
         assert record[b"attempts"] == b"0"  # a prefetched task's attempt is given back
 
 
@@ -91,7 +91,8 @@ async def test_sigterm_past_grace_cancels_and_requeues(
     assert await handle.status() == "queued"
     assert await redis_conn.lrange("test:cleanup", 0, -1) == [b"cleaned-up"]
     _start(workers, redis_url, worker_id="w2")
-    assert await redis_conn.hget(queue_keys("default").task(handle.id), "attempts") in (
+    key = queue_keys("default", DEFAULT_PREFIX).task(handle.id)
+    assert await redis_conn.hget(key, "attempts") in (
         b"1", b"2")
 
 

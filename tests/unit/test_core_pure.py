@@ -7,14 +7,14 @@ import pytest
 from corral.app import App, load_app
 from corral.connection import redact
 from corral.errors import ConfigError, InvalidTask
-from corral.keys import queue_keys, queue_of_channel, validate_queue_name
+from corral.keys import DEFAULT_PREFIX, queue_keys, queue_of_channel, validate_queue_name
 from corral.serialization import PayloadError, decode_payload, encode_payload
 from corral_worker.policy import after_failure, is_poison, retry_delay_s
 from corral_worker.settings import WorkerSettings, parse_queue_weights
 
 
 def test_every_key_of_a_queue_shares_one_hash_tag() -> None:
-    keys = queue_keys("emails")
+    keys = queue_keys("emails", DEFAULT_PREFIX)
     names = [*keys.ready, keys.scheduled, keys.leased, keys.dead, keys.dedupe, keys.workers,
              keys.task("abc"), keys.worker("pod-1")]
     assert all(name.startswith("corral:{emails}:") for name in names)

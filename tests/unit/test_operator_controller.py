@@ -13,7 +13,7 @@ import pytest
 import redis.asyncio
 
 from corral.client import Client
-from corral.keys import queue_keys
+from corral.keys import DEFAULT_PREFIX, queue_keys
 from corral_operator import controller as ctl
 from corral_operator import deployment as dep
 from corral_operator import protection
@@ -212,7 +212,7 @@ async def enqueue(client: Client, queue: str, n: int) -> None:
 
 async def register_worker(conn: redis.asyncio.Redis, queue: str, worker_id: str,
                           in_flight: int) -> None:
-    keys = queue_keys(queue)
+    keys = queue_keys(queue, DEFAULT_PREFIX)
     await conn.zadd(keys.workers, {worker_id: int(time.time() * 1000) + 60_000})
     await conn.hset(keys.worker(worker_id), mapping={"in_flight": in_flight, "running": in_flight,
                                                      "concurrency": 10, "queues": queue})
@@ -267,11 +267,11 @@ async def test_scale_down_marks_idle_pods_first(
     await loop.reconcile_once(body(spec))
     assert kube.deployments["emails-worker"]["spec"]["replicas"] == 4
     kube.add_pods("w-a", "w-b", "w-c", "w-d")
-    await redis_conn.delete(*queue_keys("q1").ready)
+    await redis_conn.delete(*queue_keys("q1", DEFAULT_PREFIX).ready)
     await register_worker(redis_conn, "q1", "w-b", 3)
     await register_worker(redis_conn, "q2", "w-b", 2)
     await register_worker(redis_conn, "q1", "w-c", 0)
-    await redis_conn.zadd(queue_keys("q1").leased, {f"t{i}": 1 for i in range(5)})
+    await redis_conn.zadd(queue_keys("q1", DEFAULT_PREFIX).leased, {f"t{i}": 1 for i in range(5)})
     kube.calls.clear()
     clock.advance(2)
     await loop.reconcile_once(body(spec))
@@ -478,7 +478,7 @@ async def test_metrics_per_taskqueue(loop: ctl.TaskQueueController, runtime: ctl
                                      client: Client, redis_conn: redis.asyncio.Redis,
                                      redis_url: str) -> None:
     await enqueue(client, "q1", 25)
-    await redis_conn.zadd(queue_keys("q2").dead, {"dead-1": 1, "dead-2": 2})
+    await redis_conn.zadd(queue_keys("q2", DEFAULT_PREFIX).dead, {"dead-1": 1, "dead-2": 2})
     await loop.reconcile_once(body(spec_for(redis_url)))
     text = runtime.metrics.render().decode()
     labels = f'namespace="{NS}",taskqueue="{NAME}"'
@@ -535,10 +535,10 @@ async def busy_scene(loop: ctl.TaskQueueController, kube: FakeKube, client: Clie
     await loop.reconcile_once(body(spec))
     assert kube.deployments["emails-worker"]["spec"]["replicas"] == 4
     kube.add_pods("w-a", "w-b", "w-c", "w-d")
-    await redis_conn.delete(*queue_keys("q1").ready)
+    await redis_conn.delete(*queue_keys("q1", DEFAULT_PREFIX).ready)
     for worker in ("w-a", "w-b", "w-c"):
         await register_worker(redis_conn, "q1", worker, 1)
-    await redis_conn.zadd(queue_keys("q1").leased, {f"t{i}": 1 for i in range(3)})
+    await redis_conn.zadd(queue_keys("q1", DEFAULT_PREFIX).leased, {f"t{i}": 1 for i in range(3)})
 
 
 async def test_scale_down_stops_at_the_busy_pods(
@@ -561,7 +561,7 @@ async def test_scale_down_stops_at_the_busy_pods(
     assert "waiting for 3 busy pod(s) to finish (2s of maxDrainSeconds 60)" in scaling["message"]
     # One pod's task ends: that pod may go.
     await register_worker(redis_conn, "q1", "w-c", 0)
-    await redis_conn.zrem(queue_keys("q1").leased, "t2")
+    await redis_conn.zrem(queue_keys("q1", DEFAULT_PREFIX).leased, "t2")
     clock.advance(2)
     await loop.reconcile_once(body(spec))
     assert kube.deployments["emails-worker"]["spec"]["replicas"] == 2

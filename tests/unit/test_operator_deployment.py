@@ -187,3 +187,9 @@ def test_spec_hash_ignores_replicas_and_follows_the_spec() -> None:
     c = render(with_change("worker.concurrency", 8))["metadata"]["annotations"][
         dep.SPEC_HASH_ANNOTATION]
     assert a == b != c
+
+
+def test_worker_pods_get_the_key_prefix() -> None:
+    assert env(render())["CORRAL_PREFIX"] == {"name": "CORRAL_PREFIX", "value": "corral"}
+    spec = with_change("redis", {"url": "redis://r:6379", "prefix": "team-a"})
+    assert env(render(spec))["CORRAL_PREFIX"] == {"name": "CORRAL_PREFIX", "value": "team-a"}

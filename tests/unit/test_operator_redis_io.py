@@ -73,3 +73,39 @@ async def test_more_queues_than_a_pipeline_holds_are_split(redis_url: str, n: in
         assert len(found) == 2 * n and server.round_trips == n
     finally:
         await servers.close()
+
+
+async def test_a_server_reads_and_watches_its_prefix_only(redis_url: str) -> None:
+    async with Client.from_url(redis_url, prefix="team-a") as team_a, \
+            Client.from_url(redis_url, prefix="team-b") as team_b:
+        await team_a.enqueue_many([{"name": "noop"}] * 3)
+        await team_b.enqueue("noop")
+        servers = Servers()
+        a, b = servers.acquire(redis_url, prefix="team-a"), servers.acquire(redis_url,
+                                                                            prefix="team-b")
+        plain = servers.acquire(redis_url)
+        try:
+            assert len({id(a), id(b), id(plain)}) == 3  # one client per URL and prefix
+            assert (await a.depths(["default"]))["default"].backlog == 3
+            assert (await b.depths(["default"]))["default"].backlog == 1
+            assert (await plain.depths(["default"]))["default"].backlog == 0
+            woken: list[str] = []
+            b.watch(["default"], woken.append)
+            for _ in range(500):  # until subscribed (it dispatches once on subscribing)
+                if b.subscribed and woken:
+                    break
+                await asyncio.sleep(0.01)
+            # Subscribed to its own prefix's wake channel, not to another team's.
+            counts = dict(await team_b.redis.pubsub_numsub("team-a:{default}:wake",
+                                                           "team-b:{default}:wake"))
+            assert counts == {b"team-a:{default}:wake": 0, b"team-b:{default}:wake": 1}
+            woken.clear()
+            await team_b.redis.delete(*(await team_b.redis.keys("team-b:*")))
+            await team_b.enqueue("noop")  # empty -> non-empty: b is woken
+            for _ in range(500):
+                if woken:
+                    break
+                await asyncio.sleep(0.01)
+            assert woken == ["default"]
+        finally:
+            await servers.close()

@@ -10,7 +10,15 @@ import logging
 import os
 import signal
 
-from corral.cli.args import Subcommands, UsageError, int_range, queue_arg, seconds, url_of
+from corral.cli.args import (
+    Subcommands,
+    UsageError,
+    int_range,
+    prefix_of,
+    queue_arg,
+    seconds,
+    url_of,
+)
 from corral.connection import connect, redact
 from corral.logs import setup_logging
 from corral_dashboard.security import MIN_TOKEN_CHARS
@@ -65,6 +73,7 @@ def settings_of(args: argparse.Namespace) -> Settings:
         token=token if args.allow_actions else None, grafana_url=args.grafana_url,
         queues=tuple(args.queues or ()), rescan_s=args.rescan_seconds,
         sample_s=args.sample_seconds, secure_cookies=args.secure_cookies,
+        prefix=prefix_of(args),
     )
 
 

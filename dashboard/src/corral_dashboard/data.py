@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 
 from corral.admin import DeadTask
 from corral.depths import QueueDepth, WorkerInfo
-from corral.keys import queue_keys
+from corral.keys import DEFAULT_PREFIX, queue_keys
 from corral.serialization import decode_error, decode_json
 
 # Arguments and results are shown up to this many characters; the JSON API says so.
@@ -132,13 +132,15 @@ def task_record(task_id: str, queue: str, fields: dict[bytes, bytes]) -> TaskRec
     )
 
 
-async def find_task(redis: Redis, task_id: str, queues: Sequence[str]) -> TaskRecord | None:
-    """The record of ``task_id`` in the first of ``queues`` that holds it."""
+async def find_task(redis: Redis, task_id: str, queues: Sequence[str],
+                    prefix: str = DEFAULT_PREFIX) -> TaskRecord | None:
+    """The record of ``task_id`` in the first of ``queues`` (under ``prefix``) that
+    holds it."""
     if not task_id or len(task_id) > 200:
         return None
     async with redis.pipeline(transaction=False) as pipe:
         for queue in queues:
-            pipe.hgetall(queue_keys(queue).task(task_id))
+            pipe.hgetall(queue_keys(queue, prefix).task(task_id))
         rows = cast(list[dict[bytes, bytes]], await pipe.execute())
     for queue, fields in zip(queues, rows, strict=True):
         if fields:

@@ -23,7 +23,7 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from corral.depths import QueueDepth
-from corral.keys import queue_keys, queue_of_channel
+from corral.keys import DEFAULT_PREFIX, queue_keys, queue_of_channel
 
 log = logging.getLogger("corral.dashboard")
 SAMPLES = 60
@@ -69,9 +69,11 @@ Reader = Callable[[], Coroutine[Any, Any, dict[str, QueueDepth]]]
 class Sampler:
     """Listens on the ``done`` channels of the queues ``read`` returns and samples them."""
 
-    def __init__(self, redis: Redis, read: Reader, sample_s: float) -> None:
+    def __init__(self, redis: Redis, read: Reader, sample_s: float,
+                 prefix: str = DEFAULT_PREFIX) -> None:
         self.history = History()
         self._redis = redis
+        self._prefix = prefix
         self._read = read
         self._sample_s = sample_s
         self._pubsub: PubSub | None = None
@@ -102,7 +104,7 @@ class Sampler:
             await asyncio.sleep(self._sample_s)
 
     async def _subscribe(self, depths: dict[str, QueueDepth]) -> None:
-        new = [queue_keys(q).done_channel for q in depths]
+        new = [queue_keys(q, self._prefix).done_channel for q in depths]
         new = [c for c in new if c not in self._channels]
         if not new:
             return

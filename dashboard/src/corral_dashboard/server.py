@@ -18,7 +18,7 @@ from corral.admin import dead_tasks, dlq_change, known_queues
 from corral.client import Client
 from corral.connection import redact
 from corral.depths import QueueDepth, read_queue_depths
-from corral.keys import validate_queue_name
+from corral.keys import DEFAULT_PREFIX, validate_queue_name
 from corral_dashboard import render
 from corral_dashboard.data import dead_json, find_task, workers_of
 from corral_dashboard.sampler import Sampler
@@ -61,6 +61,8 @@ class Settings:
     sample_s: float = 5.0
     # Marks the cookies Secure; set it when the dashboard is served over HTTPS.
     secure_cookies: bool = False
+    # The application's key prefix: the dashboard shows and changes its queues only.
+    prefix: str = DEFAULT_PREFIX
 
 
 class Dashboard:
@@ -68,8 +70,8 @@ class Dashboard:
         self.settings = settings
         self.guard = Guard(settings.token)
         self.redis = redis
-        self.client = Client(redis)
-        self.sampler = Sampler(redis, self._depths, settings.sample_s)
+        self.client = Client(redis, prefix=settings.prefix)
+        self.sampler = Sampler(redis, self._depths, settings.sample_s, settings.prefix)
         self._queues: list[str] = list(settings.queues)
         self._scanned_at_s: float | None = None
         self._runner: web.AppRunner | None = None
@@ -123,13 +125,14 @@ class Dashboard:
             return list(self.settings.queues)
         now_s = time.monotonic()
         if self._scanned_at_s is None or now_s - self._scanned_at_s >= self.settings.rescan_s:
-            self._queues = await known_queues(self.redis)
+            self._queues = await known_queues(self.redis, prefix=self.settings.prefix)
             self._scanned_at_s = now_s
         return self._queues
 
     async def _depths(self) -> dict[str, QueueDepth]:
         names = await self.queue_names()
-        return await read_queue_depths(self.redis, names) if names else {}
+        return await read_queue_depths(self.redis, names, prefix=self.settings.prefix) \
+            if names else {}
 
     def view(self, request: web.Request) -> render.View:
         return render.View(
@@ -187,7 +190,8 @@ class Dashboard:
 
     async def task_page(self, request: web.Request) -> web.Response:
         task_id = request.query.get("id", "").strip()
-        record = await find_task(self.redis, task_id, await self.queue_names()) \
+        record = await find_task(self.redis, task_id, await self.queue_names(),
+                                 self.settings.prefix) \
             if task_id else None
         message, ok = _cancel_notice(request.query.get("cancelled"))
         return _html(render.task_page(self.view(request), task_id, record, message, ok))
@@ -200,8 +204,9 @@ class Dashboard:
         except ValueError as exc:
             return self._fail(request, 400, "Bad queue", str(exc))
         limit = _limit(request.query.get("limit"))
-        tasks = await dead_tasks(self.redis, queue, limit)
-        total = (await read_queue_depths(self.redis, [queue]))[queue].dead
+        tasks = await dead_tasks(self.redis, queue, limit, prefix=self.settings.prefix)
+        total = (await read_queue_depths(self.redis, [queue],
+                                         prefix=self.settings.prefix))[queue].dead
         message = _dlq_notice(request.query.get("done"), request.query.get("n"))
         return _html(render.dlq_page(self.view(request), names or [queue], queue, tasks,
                                      total, message))
@@ -254,7 +259,8 @@ class Dashboard:
             raise ValueError("name the task ids, or ask for all of them")
         if ids and every:
             raise ValueError("give task ids or all, not both")
-        return await dlq_change(self.redis, queue, cast(Literal["requeue", "purge"], op), ids)
+        return await dlq_change(self.redis, queue, cast(Literal["requeue", "purge"], op), ids,
+                                prefix=self.settings.prefix)
 
     async def cancel_action(self, request: web.Request) -> web.StreamResponse:
         form = await request.post()
@@ -290,7 +296,8 @@ class Dashboard:
 
     async def api_task(self, request: web.Request) -> web.Response:
         task_id = request.match_info["id"]
-        record = await find_task(self.redis, task_id, await self.queue_names())
+        record = await find_task(self.redis, task_id, await self.queue_names(),
+                                 self.settings.prefix)
         if record is None:
             return web.json_response({"error": f"no task {task_id} in any queue"}, status=404)
         return web.json_response(record.json())
@@ -301,8 +308,10 @@ class Dashboard:
             validate_queue_name(queue)
         except ValueError as exc:
             return web.json_response({"error": str(exc)}, status=400)
-        tasks = await dead_tasks(self.redis, queue, _limit(request.query.get("limit")))
-        total = (await read_queue_depths(self.redis, [queue]))[queue].dead
+        tasks = await dead_tasks(self.redis, queue, _limit(request.query.get("limit")),
+                                 prefix=self.settings.prefix)
+        total = (await read_queue_depths(self.redis, [queue],
+                                         prefix=self.settings.prefix))[queue].dead
         return web.json_response({"queue": queue, "dead": total,
                                   "tasks": [dead_json(t) for t in tasks]})
 
@@ -328,7 +337,8 @@ class Dashboard:
         if refused:
             return refused
         task_id = request.match_info["id"]
-        record = await find_task(self.redis, task_id, await self.queue_names())
+        record = await find_task(self.redis, task_id, await self.queue_names(),
+                                 self.settings.prefix)
         if record is None:
             return web.json_response({"error": f"no task {task_id} in any queue"}, status=404)
         done = await self.client.cancel(task_id, queue=record.queue)

@@ -320,7 +320,7 @@ class TaskQueueController:
                 and (url, ca) == (self._server.url, self._server.ca):
             return self._server
         await self._drop_redis()
-        self._server = self.runtime.servers.acquire(url, ca)
+        self._server = self.runtime.servers.acquire(url, ca, source.prefix)
         self._redis_source = source
         return self._server
 

@@ -101,8 +101,9 @@ def _env(spec: models.TaskQueueSpec) -> list[Body]:
     pod_name = {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
     ca = [{"name": "CORRAL_REDIS_CA_CERTS", "value": f"{REDIS_CA_DIR}/{REDIS_CA_FILE}"}] \
         if redis.ca_secret_ref is not None else []
+    prefix = {"name": "CORRAL_PREFIX", "value": redis.prefix}
     extra = [e.model_dump(by_alias=True, exclude_none=True) for e in spec.worker.env or ()]
-    return [pod_name, url, *ca, *extra]
+    return [pod_name, url, prefix, *ca, *extra]
 
 
 def _volumes(spec: models.TaskQueueSpec) -> tuple[list[Body], list[Body]]:

@@ -24,6 +24,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from corral import defaults
+from corral.keys import DEFAULT_PREFIX, PREFIX_PATTERN
 
 GROUP = "corral.dev"
 VERSION = "v1alpha1"
@@ -40,7 +41,7 @@ APP_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_.]*$"
 # The schemes corral.connection.connect accepts.
 REDIS_URL_PATTERN = r"^(rediss?(\+(cluster|sentinel))?|unix)://"
 # Env vars the operator sets on every worker container.
-RESERVED_ENV = ("CORRAL_REDIS_URL", "CORRAL_REDIS_CA_CERTS", "POD_NAME")
+RESERVED_ENV = ("CORRAL_REDIS_URL", "CORRAL_REDIS_CA_CERTS", "CORRAL_PREFIX", "POD_NAME")
 MAX_NAME_LENGTH = 63  # the TaskQueue name is used as a label value
 
 # A Kubernetes resource quantity ("500m", "1.5", "1Gi", "2e3"), not negative. Checked
@@ -133,6 +134,11 @@ class RedisSpec(_Model):
     url_secret_ref: SecretKeyRef | None = Field(
         default=None,
         description="Secret key holding the Redis URL; use it when the URL has a password.")
+    prefix: str = Field(
+        default=DEFAULT_PREFIX, max_length=50, pattern=PREFIX_PATTERN,
+        description="Key prefix of the application in Redis (App(prefix=...) in its code; "
+                    "the workers get it as CORRAL_PREFIX). TaskQueues of different "
+                    "prefixes share a Redis, even queue names, without meeting.")
     ca_secret_ref: CASecretRef | None = Field(
         default=None,
         description="Secret key holding the CA certificates that a rediss:// server's "

@@ -26,7 +26,7 @@ from redis.exceptions import RedisError
 from corral.connection import connect, redact
 from corral.depths import QueueDepth, read_queue_depths
 from corral.errors import CorralError
-from corral.keys import queue_keys, queue_of_channel
+from corral.keys import DEFAULT_PREFIX, queue_keys, queue_of_channel, validate_prefix
 from corral.scripts import Scripts
 
 log = logging.getLogger("corral.operator")
@@ -61,11 +61,13 @@ class _Read:
 
 
 class Server:
-    """One Redis, shared by every TaskQueue whose URL names it."""
+    """One Redis and key prefix, shared by every TaskQueue whose URL and prefix name it."""
 
-    def __init__(self, url: str, settings: RedisSettings, ca: str | None = None) -> None:
+    def __init__(self, url: str, settings: RedisSettings, ca: str | None = None,
+                 prefix: str = DEFAULT_PREFIX) -> None:
         self.url = url
         self.ca = ca  # PEM text of the CA that signs a rediss:// server's certificate
+        self.prefix = validate_prefix(prefix)  # of every key and channel read here
         self._settings = settings
         self._redis: Redis = connect(url, max_connections=settings.max_connections, ca_data=ca)
         self._scripts = Scripts.register(self._redis)
@@ -124,7 +126,7 @@ class Server:
             for start in range(0, len(queues), step):
                 self.round_trips += 1
                 found |= await read_queue_depths(self._redis, queues[start:start + step],
-                                                 self._scripts)
+                                                 self._scripts, prefix=self.prefix)
         return found
 
     async def _reconnect(self) -> None:
@@ -177,7 +179,7 @@ class Server:
         subscribed: set[str] = set()
         try:
             while True:
-                wanted = {queue_keys(q).wake_channel for q in self._watchers}
+                wanted = {queue_keys(q, self.prefix).wake_channel for q in self._watchers}
                 added = wanted - subscribed
                 if added:
                     await pubsub.subscribe(*added)
@@ -213,22 +215,23 @@ class Server:
 
 
 class Servers:
-    """The shared :class:`Server` of each Redis URL, kept while a TaskQueue uses it."""
+    """The shared :class:`Server` of each Redis URL and key prefix, kept while a
+    TaskQueue uses it."""
 
     def __init__(self, settings: RedisSettings | None = None) -> None:
         self.settings = settings or RedisSettings()
-        self._by_url: dict[tuple[str, str | None], tuple[Server, int]] = {}
+        self._by_url: dict[tuple[str, str | None, str], tuple[Server, int]] = {}
 
-    def acquire(self, url: str, ca: str | None = None) -> Server:
-        server, users = self._by_url.get((url, ca)) or (None, 0)
+    def acquire(self, url: str, ca: str | None = None, prefix: str = DEFAULT_PREFIX) -> Server:
+        server, users = self._by_url.get((url, ca, prefix)) or (None, 0)
         if server is None:
-            log.info("connecting to redis at %s", redact(url))
-            server = Server(url, self.settings, ca)
-        self._by_url[url, ca] = (server, users + 1)
+            log.info("connecting to redis at %s (key prefix %s)", redact(url), prefix)
+            server = Server(url, self.settings, ca, prefix)
+        self._by_url[url, ca, prefix] = (server, users + 1)
         return server
 
     async def release(self, server: Server) -> None:
-        key = (server.url, server.ca)
+        key = (server.url, server.ca, server.prefix)
         entry = self._by_url.get(key)
         if entry is None or entry[0] is not server:
             return

@@ -10,8 +10,16 @@ import sys
 from pydantic import ValidationError
 
 from corral import defaults
-from corral.app import load_app
-from corral.cli.args import CliError, Subcommands, UsageError, int_range, seconds, url_of
+from corral.app import App, load_app, resolve_prefix
+from corral.cli.args import (
+    CliError,
+    Subcommands,
+    UsageError,
+    given_prefix,
+    int_range,
+    seconds,
+    url_of,
+)
 from corral.logs import setup_logging
 from corral_worker.settings import (
     DEFAULT_METRICS_HOST,
@@ -91,7 +99,7 @@ _OPTION_OF_FIELD = {
     "redis_url": "--redis-url", "queues": "--queues", "concurrency": "--concurrency",
     "batch_size": "--batch-size", "lease_s": "--lease-seconds", "grace_s": "--grace-seconds",
     "metrics_host": "--metrics-host", "metrics_port": "--metrics-port",
-    "worker_id": "--worker-id",
+    "worker_id": "--worker-id", "prefix": "--prefix",
 }
 
 
@@ -106,7 +114,7 @@ def run_worker_command(args: argparse.Namespace) -> int:
     # Like other app servers: the app module is looked up from the current directory too.
     sys.path.insert(0, os.getcwd())
     app = load_app(path)
-    settings = _settings(args, app.max_payload_bytes)
+    settings = _settings(args, app)
     try:
         run_worker(app, settings)
     except BindError as exc:
@@ -115,10 +123,12 @@ def run_worker_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _settings(args: argparse.Namespace, max_payload_bytes: int) -> WorkerSettings:
+def _settings(args: argparse.Namespace, app: App) -> WorkerSettings:
+    prefix = resolve_prefix(given_prefix(args), app)
     try:
         return WorkerSettings(
             redis_url=url_of(args),
+            prefix=prefix,
             queues=args.queues,
             concurrency=args.concurrency,
             batch_size=args.batch_size,
@@ -127,7 +137,7 @@ def _settings(args: argparse.Namespace, max_payload_bytes: int) -> WorkerSetting
             metrics_host=args.metrics_host,
             metrics_port=None if args.metrics_port < 0 else args.metrics_port,
             debug_endpoint=not args.no_debug_endpoint,
-            max_payload_bytes=max_payload_bytes,
+            max_payload_bytes=app.max_payload_bytes,
             **({"worker_id": args.worker_id} if args.worker_id else {}),
         )
     except ValidationError as exc:

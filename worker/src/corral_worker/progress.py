@@ -18,8 +18,9 @@ MAX_PER_CALL = 500
 
 
 class ProgressWriter:
-    def __init__(self, scripts: Scripts, timeout_s: float) -> None:
+    def __init__(self, scripts: Scripts, timeout_s: float, prefix: str) -> None:
         self._scripts = scripts
+        self._prefix = prefix
         self._timeout_s = timeout_s
         self._pending: dict[str, dict[str, tuple[float, str]]] = {}
         self._flush: asyncio.TimerHandle | None = None
@@ -44,7 +45,7 @@ class ProgressWriter:
             task.add_done_callback(self._writes.discard)
 
     async def _write(self, queue: str, values: dict[str, tuple[float, str]]) -> None:
-        keys = queue_keys(queue)
+        keys = queue_keys(queue, self._prefix)
         items = list(values.items())
         for start in range(0, len(items), MAX_PER_CALL):
             chunk = items[start:start + MAX_PER_CALL]

@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ReadOnlyError, RedisError, ResponseError
 
 from corral import tracing
-from corral.app import App, TaskDef
+from corral.app import App, TaskDef, resolve_prefix
 from corral.connection import connect, redact
 from corral.context import TaskContext, entering, leaving
 from corral.keys import QueueKeys, queue_keys
@@ -61,8 +61,8 @@ CANCEL_DEADLINE_S = 5.0
 class _Queue:
     """One queue's state inside the worker."""
 
-    def __init__(self, name: str, weight: int) -> None:
-        self.keys: QueueKeys = queue_keys(name)
+    def __init__(self, name: str, weight: int, prefix: str) -> None:
+        self.keys: QueueKeys = queue_keys(name, prefix)
         self.weight = weight
         self.acks = AckBuffer()
         self.running = 0
@@ -77,8 +77,10 @@ class Worker:
     def __init__(self, app: App, settings: WorkerSettings, redis: Redis | None = None) -> None:
         self.app = app
         self.settings = settings
+        self.prefix = resolve_prefix(settings.prefix, app)  # ConfigError on a mismatch
         self._redis = redis
-        self._queues = {name: _Queue(name, weight) for name, weight in settings.queues.items()}
+        self._queues = {name: _Queue(name, weight, self.prefix)
+                        for name, weight in settings.queues.items()}
         self._scheduler: LocalScheduler[Job] = LocalScheduler(settings.queues)
         self.metrics = WorkerMetrics(settings.queues)
         self.registry = CollectorRegistry(auto_describe=False)
@@ -109,7 +111,8 @@ class Worker:
         scripts = Scripts.register(redis)
         self._broker = Broker(redis, scripts, holder, self.settings.redis_timeout_s,
                               dead_ttl_s=self.app.dead_ttl_s, max_dead=self.app.max_dead)
-        self._progress = ProgressWriter(scripts, self.settings.redis_timeout_s)
+        self._progress = ProgressWriter(scripts, self.settings.redis_timeout_s,
+                                        self.prefix)
         http = HttpServer(
             self.registry,
             lambda: self.metrics.event_loop_lag_s,

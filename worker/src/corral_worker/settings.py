@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from corral import defaults
-from corral.keys import validate_queue_name
+from corral.keys import validate_prefix, validate_queue_name
 from corral.serialization import DEFAULT_MAX_PAYLOAD_BYTES
 
 DEFAULT_QUEUES = {"default": 1}
@@ -55,6 +55,9 @@ class WorkerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     redis_url: str
+    # The application's key prefix (--prefix, $CORRAL_PREFIX); None: the app's own
+    # (App(prefix=...), default corral). See corral.app.resolve_prefix.
+    prefix: str | None = None
     queues: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_QUEUES))
     concurrency: int = Field(
         defaults.CONCURRENCY.default, ge=defaults.CONCURRENCY.min, le=defaults.CONCURRENCY.max)
@@ -73,6 +76,11 @@ class WorkerSettings(BaseModel):
     idle_poll_s: float = Field(30.0, gt=0.0, le=300.0)
     debug_endpoint: bool = True
     max_payload_bytes: int = Field(DEFAULT_MAX_PAYLOAD_BYTES, ge=1024)
+
+    @field_validator("prefix")
+    @classmethod
+    def _check_prefix(cls, prefix: str | None) -> str | None:
+        return None if prefix is None else validate_prefix(prefix)
 
     @field_validator("queues")
     @classmethod
