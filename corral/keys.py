@@ -13,6 +13,8 @@ Layout of queue ``Q`` (prefix ``corral:{Q}:``):
 ``t:<id>``                 hash     one task: name, payload, state, attempts, result…
 ``workers``                zset     worker ids, scored by registry expiry
 ``w:<worker id>``          hash     one worker's registry entry
+``schedules``              hash     periodic task name -> its definition (JSON)
+``ticks``                  hash     periodic task name -> its last tick enqueued, ms
 ========================  =======  ================================================
 
 Channels: ``wake`` (work may be available), ``cancel`` (id of a running task to
@@ -62,6 +64,8 @@ class QueueKeys:
     wake_channel: str
     cancel_channel: str
     done_channel: str
+    schedules: str
+    ticks: str
     # KEYS[1..19] of every script: the order is prelude.lua's.
     script_keys: tuple[str, ...]
 
@@ -86,6 +90,7 @@ def queue_keys(queue: str) -> QueueKeys:
         )
     }
     return QueueKeys(queue=queue, prefix=prefix, ready=ready, **named,
+                     schedules=f"{prefix}schedules", ticks=f"{prefix}ticks",
                      script_keys=(*ready, *named.values()))
 
 
