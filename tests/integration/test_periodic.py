@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
 
 import pytest
 import redis.asyncio
 
+from corral.app import load_app
 from corral.keys import queue_keys
 from corral.periodic import CatchUp, Every, Schedule
 from corral.schedules import register, registered, tick
 from corral.scripts import Scripts
+from tests.integration.test_cli import corral
 from tests.support.workers import WorkerProcess
 
 KEYS = queue_keys("default")
@@ -110,3 +113,22 @@ async def test_three_workers_run_every_tick_once_through_a_sigkill(
     assert all_ticks == list(range(all_ticks[0], all_ticks[-1] + 1000, 1000)), "tick skipped"
     for worker in workers[1:]:
         assert worker.terminate() == 0
+
+
+async def test_inspect_lists_schedules_with_last_and_next_tick(
+    redis_url: str, redis_conn: redis.asyncio.Redis,
+) -> None:
+    app = load_app("tests.apps.periodic:app")
+    scripts = Scripts.register(redis_conn)
+    registered_ms = await register(scripts, list(app.schedules.values()), ["default"])
+    now_ms = await _redis_ms(redis_conn)
+    await asyncio.sleep(1.1)
+    ticked = await tick(scripts, app.schedules["every-second"], registered_ms, now_ms + 1100)
+    assert ticked.ids
+    as_json = json.loads(corral("inspect", "--json", url=redis_url).stdout)
+    [listed] = as_json["default"]["schedules"]
+    assert listed["name"] == "every-second" and listed["when"] == "every 1s"
+    assert listed["catch_up"] == "all" and listed["last_tick_ms"] == ticked.last_ms
+    assert listed["next_tick_ms"] > ticked.last_ms and listed["next_tick_ms"] % 1000 == 0
+    text = corral("inspect", url=redis_url).stdout
+    assert "1 periodic tasks" in text and "every-second" in text and "next=" in text
