@@ -22,6 +22,9 @@ from corral.client import Client, Enqueue
 from corral.connection import connect
 from corral.depths import read_queue_depths
 from corral.embedded import EmbeddedRedis, free_port
+from corral.periodic import CatchUp, Every, Schedule
+from corral.schedules import register
+from corral.scripts import Scripts
 from corral_operator.deployment import DELETION_COST_ANNOTATION
 from tests.support.k8s import Cluster, wait_until
 from tests.support.workers import WorkerProcess
@@ -522,5 +525,43 @@ async def _flush(redis_url: str) -> None:
     redis = connect(redis_url)
     try:
         await redis.flushall()
+    finally:
+        await redis.aclose()
+
+
+def test_a_periodic_task_ticks_a_taskqueue_up_from_zero(
+        k8s: Cluster, operator: OperatorProcess, namespace: str, redis_url: str,
+        workers: dict[str, WorkerProcess]) -> None:
+    queue = f"q-{namespace}"
+    apply(k8s, taskqueue("beat", namespace, redis_url, [queue]))
+    wait_replicas(k8s, namespace, "beat", 0)
+    # A schedule registered by an earlier worker; none runs now.
+    schedule = Schedule(name="beat", task="record", queue=queue, cadence=Every(2000),
+                        args=("beat",), kwargs={}, priority=0, catch_up=CatchUp.LATEST,
+                        max_catch_up=100)
+    asyncio.run(_register(redis_url, schedule))
+    # The operator enqueues the tick, then scales from zero to run it.
+    wait_replicas(k8s, namespace, "beat", 1, timeout_s=30)
+    [pod] = wait_until("a running pod", lambda: (
+        len(found := running_pods(k8s, namespace, "beat")) == 1, found))
+    name = pod["metadata"]["name"]
+    workers[name] = WorkerProcess(redis_url, worker_id=name, args=["--queues", queue])
+    workers[name].wait_started()
+    wait_until("the tick's task ran", lambda: (
+        (n := asyncio.run(_runs(redis_url))) >= 1, n), timeout_s=30)
+
+
+async def _register(redis_url: str, schedule: Schedule) -> None:
+    redis = connect(redis_url)
+    try:
+        await register(Scripts.register(redis), [schedule], [schedule.queue])
+    finally:
+        await redis.aclose()
+
+
+async def _runs(redis_url: str) -> int:
+    redis = connect(redis_url)
+    try:
+        return int(await redis.llen("test:order"))
     finally:
         await redis.aclose()

@@ -8,6 +8,8 @@ from corral import Client, Enqueue
 from corral.admin import dlq_chunks
 from corral.depths import read_queue_depths
 from corral.keys import queue_keys
+from corral.periodic import CatchUp, Every, Schedule
+from corral.schedules import register, tick
 from corral.scripts import NAMES, Script, Scripts, source
 from corral_worker.broker import Broker, Outcome
 from corral_worker.outcome import Finish
@@ -95,7 +97,14 @@ async def test_scripts_touch_only_declared_keys_except_records_of_ids_from_redis
         keyed = await client.enqueue("noop", key="k")
         later = await client.enqueue("noop", delay=60)
         assert await client.cancel(handles[4].id) and await client.cancel(later.id)
+        beat = Schedule(name="beat", task="noop", queue="default", cadence=Every(1000),
+                        args=(), kwargs={}, priority=5, catch_up=CatchUp.ALL, max_catch_up=10)
+        registered_ms = await register(scripts, [beat], ["default"])
+        await conn.hset(KEYS.ticks, "beat", registered_ms - 5000)
+        ticked = await tick(scripts, beat, registered_ms - 5000, registered_ms)
+        assert len(ticked.ids) == 5
         assert await _undeclared(conn) == []
+        await conn.delete(*(KEYS.task(i) for i in ticked.ids), KEYS.ready[5])
 
         # Claiming pops ids from Redis: only their records are derived (from KEYS[11]).
         claimed = await broker.claim(KEYS, 10, 30_000)
