@@ -132,3 +132,13 @@ async def test_inspect_lists_schedules_with_last_and_next_tick(
     assert listed["next_tick_ms"] > ticked.last_ms and listed["next_tick_ms"] % 1000 == 0
     text = corral("inspect", url=redis_url).stdout
     assert "1 periodic tasks" in text and "every-second" in text and "next=" in text
+
+
+async def test_a_lost_last_tick_counts_from_now(redis_conn: redis.asyncio.Redis) -> None:
+    scripts = Scripts.register(redis_conn)
+    schedule = _every_second()
+    registered_ms = await register(scripts, [schedule], ["default"])
+    await redis_conn.hdel(KEYS.ticks, schedule.name)
+    ticked = await tick(scripts, schedule, registered_ms - 5000, registered_ms + 100)
+    assert ticked.ids == () and ticked.last_ms == ticked.now_ms
+    assert int(await redis_conn.hget(KEYS.ticks, schedule.name)) == ticked.now_ms

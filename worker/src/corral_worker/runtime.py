@@ -43,7 +43,7 @@ from corral_worker.scheduler import LocalScheduler
 from corral_worker.settings import WorkerSettings
 from corral_worker.taskcall import RunInThread, bare, call_wrapped
 from corral_worker.threads import ThreadRunner
-from corral_worker.ticker import Ticker
+from corral_worker.ticker import REGISTER_EVERY_S, Ticker
 
 log = logging.getLogger("corral_worker")
 
@@ -543,16 +543,13 @@ class Worker:
         (off the hot path: a loop of its own, woken by the next tick's time)."""
         ticker = Ticker(self._broker.scripts, list(self.app.schedules.values()),
                         self.settings.queues)
-        while True:
-            try:
-                async with asyncio.timeout(self._pass_deadline_s):
-                    await ticker.register()
-                break
-            except (RedisError, OSError, TimeoutError) as exc:
-                await asyncio.sleep(self._health.failed(exc, "periodic"))
-        while ticker and not self._stopping:
+        registered_at = float("-inf")
+        while not self._stopping:
             try:
                 async with asyncio.timeout(self._pass_deadline_s):  # a call that hangs
+                    if time.monotonic() - registered_at >= REGISTER_EVERY_S:
+                        await ticker.register()
+                        registered_at = time.monotonic()
                     wait_s = await ticker.tick_due()
             except (RedisError, OSError, TimeoutError) as exc:
                 wait_s = self._health.failed(exc, "periodic")

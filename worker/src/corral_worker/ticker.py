@@ -1,5 +1,9 @@
 """Ticking the app's periodic tasks from every worker.
 
+Each worker registers its app's schedules at start-up and again every
+``REGISTER_EVERY_S`` (so schedules lost with Redis's data come back, and one dropped
+from the app is removed once the workers that still have it are gone).
+
 Every worker ticks every schedule of its app, with no leader: the tick script enqueues
 each tick once, whichever worker (or the operator) comes first. The ticker sleeps
 until the next tick is due, so a tick is enqueued within a few milliseconds of its
@@ -21,6 +25,7 @@ log = logging.getLogger("corral_worker")
 
 # A tick refused as early (this clock ahead of Redis's) is tried again this soon.
 EARLY_RETRY_S = 0.02
+REGISTER_EVERY_S = 60.0
 
 
 def _local_ms() -> int:
@@ -37,36 +42,34 @@ class Ticker:
         self._owned = list(owned_queues)
         self._last_ms: dict[str, int] = {}
         self._offset_ms = 0  # Redis's clock minus this one
+        self._registered = False
         self.enqueued = 0
-
-    def __bool__(self) -> bool:
-        return bool(self._schedules)
 
     def now_ms(self) -> int:
         """Redis's clock, as well as this process knows it."""
         return _local_ms() + self._offset_ms
 
     async def register(self) -> None:
-        """Store the app's schedules in Redis (at start-up)."""
+        """Store the app's schedules in Redis (at start-up, then now and then)."""
         redis_ms = await register(self._scripts, self._schedules, self._owned)
         self._offset_ms = redis_ms - _local_ms()
-        names = ", ".join(f"{s.name} ({s.describe()})" for s in self._schedules)
-        log.info("periodic tasks registered: %s", names or "none")
+        if not self._registered:
+            names = ", ".join(f"{s.name} ({s.describe()})" for s in self._schedules)
+            log.info("periodic tasks registered: %s", names)
+            self._registered = True
 
     async def tick_due(self) -> float:
         """Enqueue whatever is due; returns the seconds until the next tick."""
         wait_ms: list[float] = []
-        for schedule in list(self._schedules):
+        for schedule in self._schedules:
             ticked = await self._tick(schedule)
-            if ticked is None:
-                continue
             if not ticked.registered:
-                log.warning("periodic task %s is not registered any more (a newer version "
-                            "of the app dropped it): no longer ticked here", schedule.name)
-                self._schedules.remove(schedule)
-                continue
+                # Dropped by a newer version of the app (or lost with Redis's data): not
+                # ticked until this worker registers its schedules again.
+                log.debug("periodic task %s is not registered", schedule.name)
             now_ms = self.now_ms()
-            if schedule.due(self._last_ms[schedule.name], now_ms):
+            last_ms = self._last_ms.get(schedule.name)
+            if last_ms is not None and schedule.due(last_ms, now_ms):
                 wait_ms.append(0)  # refused as early by Redis's clock: again soon
             else:
                 wait_ms.append(schedule.next_after(now_ms) - now_ms)
@@ -74,7 +77,7 @@ class Ticker:
             return 3600.0
         return max(EARLY_RETRY_S, min(wait_ms) / 1000)
 
-    async def _tick(self, schedule: Schedule) -> Ticked | None:
+    async def _tick(self, schedule: Schedule) -> Ticked:
         now_ms = self.now_ms()
         last_ms = self._last_ms.get(schedule.name)
         if last_ms is not None and not schedule.due(last_ms, now_ms):
@@ -83,10 +86,13 @@ class Ticker:
         ticked = await tick(self._scripts, schedule, now_ms if last_ms is None else last_ms,
                             now_ms)
         self._offset_ms = ticked.now_ms - _local_ms()
+        if not ticked.registered:
+            self._last_ms.pop(schedule.name, None)
+            return ticked
         self._last_ms[schedule.name] = ticked.last_ms
         if ticked.ids:
             self.enqueued += len(ticked.ids)
             log.info("periodic task %s: enqueued %s", schedule.name, " ".join(ticked.ids))
-        elif last_ms is None and ticked.registered:
+        elif last_ms is None:
             return await self._tick(schedule)  # now that the last tick is known
         return ticked
