@@ -5,17 +5,19 @@ from __future__ import annotations
 import importlib
 import inspect
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar, overload
+from datetime import timedelta
+from typing import TYPE_CHECKING, Annotated, Any, Literal, ParamSpec, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from corral.errors import ConfigError
+from corral import periodic
+from corral.errors import ConfigError, InvalidTask
 from corral.hooks import Hook, Middleware
 from corral.keys import DEFAULT_PREFIX, validate_prefix, validate_queue_name
 from corral.retention import DEFAULT_DEAD_TTL_S, DEFAULT_MAX_DEAD, DEFAULT_RESULT_TTL_S
-from corral.serialization import DEFAULT_MAX_PAYLOAD_BYTES
+from corral.serialization import DEFAULT_MAX_PAYLOAD_BYTES, encode_payload
 from corral.tasks import Task
 
 if TYPE_CHECKING:
@@ -56,6 +58,45 @@ class _TaskOptions(_Options):
     result_ttl: _Seconds | None
     dead_ttl: _PositiveSeconds | None
     dead_letter: bool
+
+
+class _PeriodicOptions(_Options):
+    """The options of ``@app.periodic``."""
+
+    every: timedelta | _PositiveSeconds | None
+    cron: Annotated[str, Field(min_length=1)] | None
+    timezone: Annotated[str, Field(min_length=1)] | None
+    queue: str | None
+    priority: Annotated[int, Field(ge=0, le=9)]
+    args: list[Any] | tuple[Any, ...]
+    kwargs: dict[str, Any]
+    catch_up: Literal["latest", "all", "none"]
+    max_catch_up: Annotated[int, Field(ge=1, le=periodic.MAX_CATCH_UP)]
+
+
+# Ticks come about 1 s late at most: a shorter interval would only pile them up.
+_MIN_EVERY_MS = 1000
+
+
+def _cadence(where: str, options: _PeriodicOptions) -> periodic.Cadence:
+    """The schedule's cadence, or a ConfigError saying why there is none."""
+    if (options.every is None) == (options.cron is None):
+        raise ConfigError(f"{where}: give exactly one of every= and cron=")
+    if options.every is not None:
+        if options.timezone is not None:
+            raise ConfigError(f"{where}: timezone applies to cron= only (every= counts "
+                              "from the Unix epoch)")
+        interval_ms = periodic.interval_ms(options.every)
+        if interval_ms < _MIN_EVERY_MS:
+            raise ConfigError(f"{where}: every must be at least 1 second "
+                              f"(got {options.every!r})")
+        return periodic.Every(interval_ms)
+    assert options.cron is not None
+    timezone = options.timezone or "UTC"
+    problem = periodic.check_cron(options.cron, timezone)
+    if problem:
+        raise ConfigError(f"{where}: {problem}")
+    return periodic.Cron(options.cron, timezone)
 
 
 def _validated(model: type[_Options], where: str, options: dict[str, Any]) -> Any:
@@ -133,6 +174,7 @@ class App:
         # Resources the startup hooks make for the tasks to share (a database pool...).
         self.state: dict[str, Any] = {}
         self.tasks: dict[str, TaskDef] = {}
+        self.schedules: dict[str, periodic.Schedule] = {}
         # The client that typed enqueue (``await task.enqueue(...)``) uses: the first
         # open Client made with ``app=`` this App.
         self.client: Client | None = None
@@ -218,6 +260,61 @@ class App:
             return Task(self, definition, func)
 
         return register(fn) if fn is not None else register
+
+
+    def periodic(
+        self,
+        *,
+        every: timedelta | float | None = None,
+        cron: str | None = None,
+        timezone: str | None = None,
+        name: str | None = None,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        queue: str | None = None,
+        priority: int = 0,
+        catch_up: Literal["latest", "all", "none"] = "latest",
+        max_catch_up: int = periodic.DEFAULT_MAX_CATCH_UP,
+    ) -> Callable[[Callable[P, R]], Task[P, R]]:
+        """Run a task periodically: ``every`` so long (a timedelta or seconds, counted
+        from the Unix epoch) or by a 5- or 6-field ``cron`` expression in ``timezone``
+        (default UTC). Each tick is enqueued once, with ``args``/``kwargs``, on ``queue``
+        (default: the task's) at ``priority``. Ticks missed while nothing ticked:
+        ``catch_up="latest"`` enqueues the latest, ``"all"`` up to ``max_catch_up`` of
+        the latest, ``"none"`` none. Decorates a function (registered as a task, named
+        as ``@app.task`` names it) or a task from ``@app.task`` (then ``name`` names
+        the schedule, so one task can have several). Bad options raise ConfigError."""
+        options = {
+            "every": every, "cron": cron, "timezone": timezone, "queue": queue,
+            "priority": priority, "args": args, "kwargs": {} if kwargs is None else kwargs,
+            "catch_up": catch_up, "max_catch_up": max_catch_up,
+        }
+
+        def register(target: Callable[P, R]) -> Task[P, R]:
+            label = name or (target.name if isinstance(target, Task) else
+                             f"{target.__module__}.{target.__qualname__}")
+            where = f"periodic {label!r}"
+            if label in self.schedules:
+                raise ConfigError(f"{where}: a schedule of that name is registered twice")
+            checked: _PeriodicOptions = _validated(_PeriodicOptions, where, options)
+            cadence = _cadence(where, checked)  # all checked before the task is registered
+            try:
+                if checked.queue is not None:
+                    validate_queue_name(checked.queue)
+                encode_payload(list(checked.args), checked.kwargs, self.max_payload_bytes)
+            except (ValueError, InvalidTask) as exc:
+                raise ConfigError(f"{where}: {exc}") from None
+            task = target if isinstance(target, Task) else self.task(
+                name=name, queue=checked.queue or "default")(target)
+            self.schedules[label] = periodic.Schedule(
+                name=label, task=task.name, queue=checked.queue or task.definition.queue,
+                cadence=cadence, args=tuple(checked.args), kwargs=checked.kwargs,
+                priority=checked.priority, catch_up=periodic.CatchUp(checked.catch_up),
+                max_catch_up=checked.max_catch_up,
+            )
+            return task
+
+        return register
 
 
 def resolve_prefix(given: str | None, app: App | None) -> str:

@@ -20,6 +20,8 @@ Layout of queue ``Q`` under prefix ``P`` (key prefix ``P:{Q}:``):
 ``t:<id>``                 hash     one task: name, payload, state, attempts, result…
 ``workers``                zset     worker ids, scored by registry expiry
 ``w:<worker id>``          hash     one worker's registry entry
+``schedules``              hash     periodic task name -> its definition (JSON)
+``ticks``                  hash     periodic task name -> its last tick enqueued, ms
 ========================  =======  ================================================
 
 Channels: ``wake`` (work may be available), ``cancel`` (id of a running task to
@@ -95,6 +97,8 @@ class QueueKeys:
     wake_channel: str
     cancel_channel: str
     done_channel: str
+    schedules: str
+    ticks: str
     # KEYS[1..19] of every script: the order is prelude.lua's.
     script_keys: tuple[str, ...]
 
@@ -122,6 +126,7 @@ def queue_keys(queue: str, prefix: str) -> QueueKeys:
     ready = tuple(f"{start}ready:{p}" for p in PRIORITIES)
     named = {name: f"{start}{suffix}" for name, suffix in _SUFFIXES}
     return QueueKeys(queue=queue, prefix=start, ready=ready, **named,
+                     schedules=f"{start}schedules", ticks=f"{start}ticks",
                      script_keys=(*ready, *named.values()))
 
 

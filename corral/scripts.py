@@ -24,7 +24,8 @@ from corral.errors import CorralError
 from corral.keys import QueueKeys
 from corral.retention import DEFAULT_DEAD_TTL_S, DEFAULT_RESULT_TTL_S
 
-NAMES = ("enqueue", "claim", "finish", "heartbeat", "cancel", "depths", "dlq", "progress")
+NAMES = ("enqueue", "claim", "finish", "heartbeat", "cancel", "depths", "dlq", "progress",
+         "tick", "schedules")
 _LUA = Path(__file__).parent / "_lua"
 
 
@@ -163,6 +164,8 @@ class Scripts:
     depths: Script
     dlq: Script
     progress: Script
+    tick: Script
+    schedules: Script
 
     @classmethod
     def register(cls, redis: Redis) -> Scripts:

@@ -77,3 +77,34 @@ local function forget_expired_dead(now_ms)
   local expired = redis.call('ZRANGEBYSCORE', DEAD, '-inf', now_ms, 'LIMIT', 0, 500)
   if #expired > 0 then redis.call('ZREM', DEAD, unpack(expired)) end
 end
+
+-- Store and queue one new task (the record layout every script reads); with a
+-- de-duplication key, a live task with that key stands for it instead. Returns the id
+-- that stands for the task, and whether waiting workers need a wake-up.
+local LIVE = {[STATE_QUEUED] = true, [STATE_SCHEDULED] = true, [STATE_RUNNING] = true}
+local function enqueue_task(record, id, name, payload, priority, delay_ms, key, now_ms)
+  if key ~= '' then
+    local other = redis.call('HGET', DEDUPE, key)
+    if other and LIVE[redis.call('HGET', task_key(other), 'state')] then
+      return other, false
+    end
+  end
+  local ready_ms = now_ms + delay_ms
+  local state = STATE_QUEUED
+  if delay_ms > 0 then state = STATE_SCHEDULED end
+  redis.call('HSET', record, 'name', name, 'payload', payload, 'prio', priority,
+    'state', state, 'enq_ms', now_ms, 'ready_ms', ready_ms, 'attempts', 0)
+  local wake = false
+  if delay_ms > 0 then
+    redis.call('ZADD', SCHEDULED, ready_ms, id)
+    wake = true
+  elseif redis.call('RPUSH', ready_list(priority), id) == 1 then
+    -- Workers that found the queue empty wait for this; a non-empty list needs no wake.
+    wake = true
+  end
+  if key ~= '' then
+    redis.call('HSET', DEDUPE, key, id)
+    redis.call('HSET', record, 'key', key)
+  end
+  return id, wake
+end

@@ -28,6 +28,7 @@ from corral.client import FINAL_STATES, Client, task_queue
 from corral.connection import connect
 from corral.depths import QueueDepth, read_queue_depths
 from corral.errors import TaskCancelled, TaskFailed
+from corral.schedules import Registered, registered
 
 QUEUE_OF_ID_HELP = ("the task's queue (default: the queue named in the id; ids made before "
                     "ids named their queue need it unless the queue is 'default')")
@@ -91,7 +92,8 @@ def _add_result(subcommands: Subcommands) -> None:
 
 
 def _add_inspect(subcommands: Subcommands) -> None:
-    text = "queues, backlogs and live workers, once (see `corral top` for a live view)"
+    text = ("queues, backlogs, live workers and periodic tasks, once (see `corral top` for "
+            "a live view)")
     command = subcommands.add_parser("inspect", help=text, description=text)
     command.add_argument("--queue", type=queue_arg, action="append", dest="queues",
                          help="queue to show (repeatable; default: every queue found)")
@@ -169,13 +171,36 @@ async def inspect(args: argparse.Namespace) -> int:
     try:
         queues = args.queues or await known_queues(redis, prefix=prefix)
         depths = await read_queue_depths(redis, queues, prefix=prefix) if queues else {}
+        schedules = {q: await registered(redis, q, prefix=prefix) for q in queues}
     finally:
         await redis.aclose()
+    now_ms = time.time_ns() // 1_000_000
     if args.json:
-        print(json.dumps({q: d.to_json() for q, d in depths.items()}, indent=2))
+        print(json.dumps({q: {**d.to_json(),
+                              "schedules": [s.to_json(now_ms) for s in schedules[q]]}
+                          for q, d in depths.items()}, indent=2))
+    elif not depths:
+        print("no queues found")
     else:
-        print(format_depths(depths) if depths else "no queues found")
+        print(format_depths(depths))
+        print(format_schedules(schedules, now_ms))
     return 0
+
+
+def format_schedules(schedules: dict[str, list[Registered]], now_ms: int) -> str:
+    rows = [(queue, entry) for queue, entries in schedules.items() for entry in entries]
+    lines = ["", f"{len(rows)} periodic tasks"]
+    for queue, entry in rows:
+        s = entry.schedule
+        last = _utc(entry.last_ms) if entry.last_ms is not None else "never"
+        lines.append(f"  {s.name:<30} queue={queue} task={s.task} {s.describe()} "
+                     f"catch_up={s.catch_up.value} last={last} "
+                     f"next={_utc(entry.next_ms(now_ms))}")
+    return "\n".join(lines)
+
+
+def _utc(ms: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000))
 
 
 def format_depths(depths: dict[str, QueueDepth]) -> str:

@@ -8,6 +8,8 @@ from corral import Client, Enqueue
 from corral.admin import dlq_chunks
 from corral.depths import read_queue_depths
 from corral.keys import DEFAULT_PREFIX, queue_keys
+from corral.periodic import CatchUp, Every, Schedule
+from corral.schedules import register, tick
 from corral.scripts import NAMES, Script, Scripts, source
 from corral_worker.broker import Broker, Outcome
 from corral_worker.outcome import Finish
@@ -24,8 +26,10 @@ async def _calls(conn: redis.asyncio.Redis, command: str) -> int:
 async def test_cancelling_queued_tasks_does_not_scan_the_ready_list(
     redis_url: str, redis_conn: redis.asyncio.Redis
 ) -> None:
-    async with Client.from_url(redis_url) as client, \
-            Client.from_url(redis_url, result_ttl_s=0) as forgetful:
+    async with (
+        Client.from_url(redis_url) as client,
+        Client.from_url(redis_url, result_ttl_s=0) as forgetful,
+    ):
         handles = [await client.enqueue("record", [tag]) for tag in "abcdef"]
         await redis_conn.config_resetstat()
         assert await client.cancel(handles[1].id) is True
@@ -69,10 +73,12 @@ local redis = setmetatable({
 
 
 def _checked_scripts(conn: redis.asyncio.Redis) -> Scripts:
-    return Scripts(**{
-        name: Script(conn.register_script(_CHECKED + source(name)), cluster=False)
-        for name in NAMES
-    })
+    return Scripts(
+        **{
+            name: Script(conn.register_script(_CHECKED + source(name)), cluster=False)
+            for name in NAMES
+        }
+    )
 
 
 async def _undeclared(conn: redis.asyncio.Redis) -> list[str]:
@@ -95,7 +101,25 @@ async def test_scripts_touch_only_declared_keys_except_records_of_ids_from_redis
         keyed = await client.enqueue("noop", key="k")
         later = await client.enqueue("noop", delay=60)
         assert await client.cancel(handles[4].id) and await client.cancel(later.id)
+        beat = Schedule(
+            name="beat",
+            task="noop",
+            queue="default",
+            cadence=Every(1000),
+            args=(),
+            kwargs={},
+            priority=5,
+            catch_up=CatchUp.ALL,
+            max_catch_up=10,
+        )
+        registered_ms = await register(scripts, [beat], ["default"], prefix=DEFAULT_PREFIX)
+        await conn.hset(KEYS.ticks, "beat", registered_ms - 5000)
+        ticked = await tick(
+            scripts, beat, registered_ms - 5000, registered_ms, prefix=DEFAULT_PREFIX
+        )
+        assert len(ticked.ids) == 5
         assert await _undeclared(conn) == []
+        await conn.delete(*(KEYS.task(i) for i in ticked.ids), KEYS.ready[5])
 
         # Claiming pops ids from Redis: only their records are derived (from KEYS[11]).
         claimed = await broker.claim(KEYS, 10, 30_000)
@@ -105,17 +129,21 @@ async def test_scripts_touch_only_declared_keys_except_records_of_ids_from_redis
 
         jobs = claimed.jobs
         await broker.heartbeat(KEYS, "w-1", jobs, {"running": 1}, 30_000, 60_000, 1000)
-        await broker.finish(KEYS, [
-            Outcome(jobs[0], Finish.SUCCEEDED, b"1", ttl_ms=1000),
-            Outcome(jobs[1], Finish.FAILED, b"{}", ttl_ms=1000),
-            Outcome(jobs[2], Finish.DEAD, b"{}", ttl_ms=60_000),
-            Outcome(jobs[3], Finish.RETRY, b"{}", delay_ms=60_000),
-            Outcome(jobs[4], Finish.REQUEUE, give_back=True),
-        ])
+        await broker.finish(
+            KEYS,
+            [
+                Outcome(jobs[0], Finish.SUCCEEDED, b"1", ttl_ms=1000),
+                Outcome(jobs[1], Finish.FAILED, b"{}", ttl_ms=1000),
+                Outcome(jobs[2], Finish.DEAD, b"{}", ttl_ms=60_000),
+                Outcome(jobs[3], Finish.RETRY, b"{}", delay_ms=60_000),
+                Outcome(jobs[4], Finish.REQUEUE, give_back=True),
+            ],
+        )
         await client.cancel(jobs[3].id)
         dead_id = jobs[2].id
-        changes = [c async for c in dlq_chunks(conn, "default", "requeue", [dead_id],
-                                               scripts=scripts)]
+        changes = [
+            c async for c in dlq_chunks(conn, "default", "requeue", [dead_id], scripts=scripts)
+        ]
         assert changes[0].changed == 1
         assert await _undeclared(conn) == []
 
@@ -124,8 +152,9 @@ async def test_scripts_touch_only_declared_keys_except_records_of_ids_from_redis
         await client.enqueue("noop", key="k")
         await read_queue_depths(conn, ["default"], scripts)
         again = await broker.claim(KEYS, 10, 30_000)
-        await broker.finish(KEYS, [Outcome(job, Finish.DEAD, b"{}", ttl_ms=60_000)
-                                   for job in again.jobs])
+        await broker.finish(
+            KEYS, [Outcome(job, Finish.DEAD, b"{}", ttl_ms=60_000) for job in again.jobs]
+        )
         [c async for c in dlq_chunks(conn, "default", "purge", scripts=scripts)]
         derived = await _undeclared(conn)
         assert derived, "the exceptions were exercised"
@@ -140,4 +169,3 @@ async def test_scripts_share_one_prelude() -> None:
         own = source(name).split(f"-- {name}.lua\n", 1)[1]
         assert "redis.call('TIME')" not in own and "p > 9" not in own, name
     assert source("claim").count("redis.call('TIME')") == 1
-

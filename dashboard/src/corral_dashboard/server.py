@@ -19,6 +19,7 @@ from corral.client import Client
 from corral.connection import redact
 from corral.depths import QueueDepth, read_queue_depths
 from corral.keys import DEFAULT_PREFIX, validate_queue_name
+from corral.schedules import registered
 from corral_dashboard import render
 from corral_dashboard.data import dead_json, find_task, workers_of
 from corral_dashboard.sampler import Sampler
@@ -280,9 +281,13 @@ class Dashboard:
 
     async def api_queues(self, request: web.Request) -> web.Response:
         depths = await self._depths()
+        now_ms = time.time_ns() // 1_000_000
         out = {}
         for name, depth in depths.items():
-            out[name] = depth.to_json() | {"throughput": [
+            # The shape of `corral inspect --json`, with the throughput history.
+            found = await registered(self.redis, name, prefix=self.settings.prefix)
+            schedules = [entry.to_json(now_ms) for entry in found]
+            out[name] = depth.to_json() | {"schedules": schedules, "throughput": [
                 {"at_s": s.at_s, "finished": s.finished,
                  "finished_per_s": round(s.finished_per_s, 3),
                  "backlog": s.backlog}

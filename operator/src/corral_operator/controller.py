@@ -289,6 +289,7 @@ class TaskQueueController:
         try:
             server = await self._connection(spec.redis)
             self._watch(server, tuple(spec.queue_names))
+            await self._tick_schedules(server, spec)
             seen.depths = await server.depths(spec.queue_names)
         except NotFound as exc:
             seen.redis_error, seen.redis_reason = str(exc), "SecretNotFound"
@@ -303,6 +304,14 @@ class TaskQueueController:
             # connection is what a rotated password or CA looks like.
             self._url_read_s = float("-inf")
         await self._announce_redis(seen.redis_error)
+
+    async def _tick_schedules(self, server: Server, spec: models.TaskQueueSpec) -> None:
+        """Tick the queues' periodic tasks before their depths are read: with no worker
+        running, a tick's task is enqueued here and the depth read then scales from
+        zero to run it (so scaling to zero never skips a tick)."""
+        enqueued = await server.tick_schedules(spec.queue_names)
+        if enqueued:
+            self._log.info("enqueued %d periodic tasks", enqueued)
 
     async def _connection(self, source: models.RedisSpec) -> Server:
         """The shared server for ``source``; a URL or CA from a Secret is read again now

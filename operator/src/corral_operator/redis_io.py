@@ -10,6 +10,9 @@
   publish there when a queue goes from empty to non-empty (an enqueue, a delayed
   enqueue, a retry, requeued tasks), so an idle TaskQueue can scale from zero at
   once instead of at its next poll (:meth:`Server.watch`).
+- The periodic tasks registered on the watched queues are ticked on every poll
+  (:meth:`Server.tick_schedules`), so a tick is enqueued while no worker runs and the
+  TaskQueue then scales from zero to run it.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -27,6 +31,7 @@ from corral.connection import connect, redact
 from corral.depths import QueueDepth, read_queue_depths
 from corral.errors import CorralError
 from corral.keys import DEFAULT_PREFIX, queue_keys, queue_of_channel, validate_prefix
+from corral.schedules import tick_registered
 from corral.scripts import Scripts
 
 log = logging.getLogger("corral.operator")
@@ -136,6 +141,21 @@ class Server:
         self._scripts = Scripts.register(self._redis)
         with contextlib.suppress(RedisError, OSError):
             await old.aclose()
+
+    # -- periodic tasks ----------------------------------------------------------------
+
+    async def tick_schedules(self, queues: Sequence[str]) -> int:
+        """Enqueue the due ticks of the periodic tasks registered on ``queues``, each
+        once whoever else (a worker) ticks them too. Returns how many were enqueued; a
+        failure is logged and counts as none (the depth read reports Redis's state)."""
+        try:
+            async with asyncio.timeout(self._settings.timeout_s):
+                return await tick_registered(self._redis, self._scripts, queues,
+                                             time.time_ns() // 1_000_000, prefix=self.prefix)
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("periodic tasks of %s not ticked: %s", ", ".join(queues),
+                        str(exc) or type(exc).__name__)
+            return 0
 
     # -- wake-ups --------------------------------------------------------------------
 

@@ -43,6 +43,7 @@ from corral_worker.scheduler import LocalScheduler
 from corral_worker.settings import WorkerSettings
 from corral_worker.taskcall import RunInThread, bare, call_wrapped
 from corral_worker.threads import ThreadRunner
+from corral_worker.ticker import REGISTER_EVERY_S, Ticker
 
 log = logging.getLogger("corral_worker")
 
@@ -195,6 +196,8 @@ class Worker:
             spawn(functools.partial(self._fetch_loop, q), f"corral:fetch:{q.keys.queue}")
             spawn(functools.partial(self._ack_loop, q), f"corral:ack:{q.keys.queue}")
         spawn(self._heartbeat_loop, "corral:heartbeat")
+        if self.app.schedules:
+            spawn(self._periodic_loop, "corral:periodic")
         spawn(self._listen_loop, "corral:listen")
         spawn(self._sweep_loop, "corral:sweep")
         spawn(self._lag_loop, "corral:loop-lag")
@@ -537,6 +540,24 @@ class Worker:
         self._health.succeeded()
         q.renewed_at = sent_at
         self._apply_upkeep(q, upkeep, held)
+
+    async def _periodic_loop(self) -> None:
+        """Register the app's periodic tasks, then enqueue each tick when it is due
+        (off the hot path: a loop of its own, woken by the next tick's time)."""
+        ticker = Ticker(self._broker.scripts, list(self.app.schedules.values()),
+                        self.settings.queues, prefix=self.prefix)
+        registered_at = float("-inf")
+        while not self._stopping:
+            try:
+                async with asyncio.timeout(self._pass_deadline_s):  # a call that hangs
+                    if time.monotonic() - registered_at >= REGISTER_EVERY_S:
+                        await ticker.register()
+                        registered_at = time.monotonic()
+                    wait_s = await ticker.tick_due()
+            except (RedisError, OSError, TimeoutError) as exc:
+                wait_s = self._health.failed(exc, "periodic")
+            # Woken at least every heartbeat: the clock correction stays fresh.
+            await asyncio.sleep(min(wait_s, self.settings.heartbeat_s))
 
     def _registry_entry(self, q: _Queue) -> dict[str, str | int]:
         settings = self.settings
