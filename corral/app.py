@@ -9,11 +9,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar, overload
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from corral.errors import ConfigError
 from corral.hooks import Hook, Middleware
 from corral.keys import validate_queue_name
+from corral.limits import LimitKey, Limits, parse_rate
 from corral.retention import DEFAULT_DEAD_TTL_S, DEFAULT_MAX_DEAD, DEFAULT_RESULT_TTL_S
 from corral.serialization import DEFAULT_MAX_PAYLOAD_BYTES
 from corral.tasks import Task
@@ -56,6 +57,16 @@ class _TaskOptions(_Options):
     result_ttl: _Seconds | None
     dead_ttl: _PositiveSeconds | None
     dead_letter: bool
+    rate_limit: str | None
+    concurrency_limit: _PositiveCount | None
+    limit_key: LimitKey | None
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_rate(value)  # a ValueError here is a validation error
+        return value
 
 
 def _validated(model: type[_Options], where: str, options: dict[str, Any]) -> Any:
@@ -85,6 +96,7 @@ class TaskDef:
     dead_ttl_s: float
     dead_letter: bool
     is_async: bool
+    limits: Limits | None = None  # rate and concurrency limits (corral.limits)
 
 
 class App:
@@ -146,6 +158,9 @@ class App:
         result_ttl: float | None = None,
         dead_ttl: float | None = None,
         dead_letter: bool = True,
+        rate_limit: str | None = None,
+        concurrency_limit: int | None = None,
+        limit_key: LimitKey | None = None,
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
     def task(
@@ -162,12 +177,18 @@ class App:
         result_ttl: float | None = None,
         dead_ttl: float | None = None,
         dead_letter: bool = True,
+        rate_limit: str | None = None,
+        concurrency_limit: int | None = None,
+        limit_key: LimitKey | None = None,
     ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
         """Register a function as a task. ``retries`` failed attempts are retried with
         exponential backoff (``retry_backoff`` seconds doubling up to ``retry_backoff_max``,
         with jitter); after the last one the task goes to the dead-letter queue (kept
         ``dead_ttl`` seconds), or ends ``failed`` when ``dead_letter=False``. A finished
         task's result is kept ``result_ttl`` seconds (0: not at all; None: the app's).
+        ``rate_limit`` ("100/s", "30/m", "500/h") and ``concurrency_limit`` (tasks
+        running at once) hold across every worker; with ``limit_key`` (called with the
+        task's arguments at enqueue) each key value has its own (see corral.limits).
         Plain ``def`` functions run in a thread pool. Bad options raise ConfigError.
         Returns a :class:`corral.tasks.Task`: call it as the function, or
         ``await it.enqueue(...)`` with arguments checked against its signature."""
@@ -175,6 +196,8 @@ class App:
             "queue": queue, "timeout": timeout, "retries": retries,
             "retry_backoff": retry_backoff, "retry_backoff_max": retry_backoff_max,
             "result_ttl": result_ttl, "dead_ttl": dead_ttl, "dead_letter": dead_letter,
+            "rate_limit": rate_limit, "concurrency_limit": concurrency_limit,
+            "limit_key": limit_key,
         }
 
         def register(func: Callable[P, R]) -> Task[P, R]:
@@ -205,10 +228,21 @@ class App:
                 dead_ttl_s=self.dead_ttl_s if checked.dead_ttl is None else checked.dead_ttl,
                 dead_letter=checked.dead_letter,
                 is_async=inspect.iscoroutinefunction(func),
+                limits=_limits(task_name, checked),
             )
             return Task(self, definition, func)
 
         return register(fn) if fn is not None else register
+
+
+def _limits(task_name: str, checked: _TaskOptions) -> Limits | None:
+    if checked.rate_limit is None and checked.concurrency_limit is None:
+        if checked.limit_key is not None:
+            raise ConfigError(f"task {task_name!r}: limit_key needs rate_limit or "
+                              "concurrency_limit")
+        return None
+    rate = parse_rate(checked.rate_limit) if checked.rate_limit is not None else None
+    return Limits(task_name, rate, checked.concurrency_limit, checked.limit_key)
 
 
 def load_app(path: str) -> App:

@@ -13,7 +13,14 @@ Layout of queue ``Q`` (prefix ``corral:{Q}:``):
 ``t:<id>``                 hash     one task: name, payload, state, attempts, result…
 ``workers``                zset     worker ids, scored by registry expiry
 ``w:<worker id>``          hash     one worker's registry entry
+``limited``                zset     ids a rate or concurrency limit holds back
+``lim:c:<limit>``          zset     ids holding one limit's concurrency slots, by lease
+``lim:w:<limit>``          list     ids waiting for one of those slots
+``lim:r:<limit>``          string   one rate limit's state (GCRA arrival time, ms)
 ========================  =======  ================================================
+
+``<limit>`` is the task's name, then ``|`` and the key for per-key limits
+(corral/limits.py); the scripts build those keys from the ``limit`` field of a record.
 
 Channels: ``wake`` (work may be available), ``cancel`` (id of a running task to
 cancel), ``done`` (space-separated ids that reached a final state). On Redis 7+
@@ -62,7 +69,8 @@ class QueueKeys:
     wake_channel: str
     cancel_channel: str
     done_channel: str
-    # KEYS[1..19] of every script: the order is prelude.lua's.
+    limited: str
+    # KEYS[1..20] of every script: the order is prelude.lua's.
     script_keys: tuple[str, ...]
 
     def task(self, task_id: str) -> str:
@@ -83,6 +91,7 @@ def queue_keys(queue: str) -> QueueKeys:
             ("scheduled", "scheduled"), ("leased", "leased"), ("dead", "dead"),
             ("dedupe", "keys"), ("workers", "workers"), ("cancelled", "cancelled"),
             ("wake_channel", "wake"), ("cancel_channel", "cancel"), ("done_channel", "done"),
+            ("limited", "limited"),
         )
     }
     return QueueKeys(queue=queue, prefix=prefix, ready=ready, **named,

@@ -1,8 +1,9 @@
 """The Lua scripts that change queue state atomically, loaded once per client.
 
 Each script is ``_lua/prelude.lua`` (the key layout, the priority clamp, Redis's clock
-in ms, publishing, retention: the rules every script shares, written once), then the
-defaults below, then the script's own text. Every call passes the queue's keys first
+in ms, publishing, retention: the rules every script shares, written once) and
+``_lua/limits.lua`` (rate and concurrency limits), then the defaults below, then the
+script's own text. Every call passes the queue's keys first
 (``QueueKeys.script_keys``) and the record keys the caller knows after them; ARGV[1]
 says whether the client talks to a Redis Cluster (shard channels)."""
 
@@ -24,6 +25,8 @@ from corral.retention import DEFAULT_DEAD_TTL_S, DEFAULT_RESULT_TTL_S
 
 NAMES = ("enqueue", "claim", "finish", "heartbeat", "cancel", "depths", "dlq", "progress")
 _LUA = Path(__file__).parent / "_lua"
+# In front of every script, in this order: the rules all share, then the limits'.
+_SHARED = ("prelude.lua", "limits.lua")
 
 
 class Script:
@@ -71,7 +74,8 @@ def source(name: str) -> str:
         f"local DEFAULT_DEAD_TTL_MS = {int(DEFAULT_DEAD_TTL_S * 1000)}\n"
     )
     own = (_LUA / f"{name}.lua").read_text()
-    return f"{(_LUA / 'prelude.lua').read_text()}\n{defaults}\n-- {name}.lua\n{own}"
+    shared = "\n".join((_LUA / part).read_text() for part in _SHARED)
+    return f"{shared}\n{defaults}\n-- {name}.lua\n{own}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,15 +1,18 @@
 -- Enqueue one or more tasks of one queue, with de-duplication by key.
 -- KEYS from FIRST_OWN_KEY: the record key of each task, in order.
--- ARGV[2..] groups of six: id, name, payload, priority, delay_ms, dedupe key ('' for none).
+-- ARGV[2..] groups of seven: id, name, payload, priority, delay_ms, dedupe key ('' for
+-- none), limits ('' for none; the form is corral/limits.py's).
 -- Returns the id that stands for each task: its own, or the live task with the same key.
 local now_ms = clock_ms()
 local live = {[STATE_QUEUED] = true, [STATE_SCHEDULED] = true, [STATE_RUNNING] = true}
 local ids, wake = {}, false
 
-for i = 2, #ARGV, 6 do
+local GROUP = 7
+for i = 2, #ARGV, GROUP do
   local id, name, payload = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local priority, delay_ms, key = priority_of(ARGV[i + 3]), tonumber(ARGV[i + 4]), ARGV[i + 5]
-  local record = KEYS[FIRST_OWN_KEY + (i - 2) / 6]
+  local limit = ARGV[i + 6]
+  local record = KEYS[FIRST_OWN_KEY + (i - 2) / GROUP]
   local existing = false
   if key ~= '' then
     local other = redis.call('HGET', DEDUPE, key)
@@ -36,6 +39,7 @@ for i = 2, #ARGV, 6 do
       redis.call('HSET', DEDUPE, key, id)
       redis.call('HSET', record, 'key', key)
     end
+    if limit ~= '' then redis.call('HSET', record, 'limit', limit) end
     ids[#ids + 1] = id
   end
 end

@@ -1,0 +1,108 @@
+-- Rate and concurrency limits, shared by claim, finish, heartbeat, cancel and depths
+-- (corral/scripts.py puts this text after the prelude). A task's limits are in its
+-- record's `limit` field, written at enqueue in corral/limits.py's form:
+--   <concurrency>|<rate count>|<rate period ms>|<limit id>   (0: no such limit)
+-- Each limit's state lives under the queue's prefix, named by its id:
+--   lim:c:<id>  zset  ids holding a concurrency slot, scored by lease deadline
+--   lim:w:<id>  list  ids waiting for a slot, in order (state stays queued)
+--   lim:r:<id>  string  the rate limit's theoretical arrival time (GCRA), in ms
+-- and `limited` (zset) holds every id a limit holds back, for the depths.
+local LIMITED = KEYS[20]
+-- A task deferred by its rate limit gets a reserved time; claimed later than this past
+-- it (workers were away), its slot is gone and it takes a new one, so that a backlog
+-- of reserved tasks cannot run as one burst.
+local RATE_GRACE_MS = 250
+-- Waiters moved back to the ready list per released slot, at most (bounded work).
+local MAX_WAKES = 100
+
+local function parse_limit(spec)
+  if not spec then return nil end
+  local conc, count, period_ms, limit_id = string.match(spec, '^(%d+)|(%d+)|(%d+)|(.+)$')
+  if not conc then return nil end
+  return {conc = tonumber(conc), count = tonumber(count), period_ms = tonumber(period_ms),
+    id = limit_id}
+end
+local function slots_key(limit) return PREFIX .. 'lim:c:' .. limit.id end
+local function waiting_key(limit) return PREFIX .. 'lim:w:' .. limit.id end
+
+-- GCRA with no burst: one task per period / count. True when the task may run now;
+-- else it is deferred to the scheduled set at the time reserved for it.
+local function rate_admit(id, record, limit, reserved_ms, now_ms)
+  local interval_ms = limit.period_ms / limit.count
+  if reserved_ms then
+    redis.call('HDEL', record, 'limit_at')
+    local at = tonumber(reserved_ms) or 0
+    if now_ms <= at + math.max(interval_ms, RATE_GRACE_MS) then return true end
+  end
+  local key = PREFIX .. 'lim:r:' .. limit.id
+  local tat = math.max(tonumber(redis.call('GET', key)) or now_ms, now_ms)
+  local allowed = tat <= now_ms
+  local at = tat
+  redis.call('SET', key, tostring(tat + interval_ms), 'PX',
+    math.max(1, math.ceil(tat + interval_ms - now_ms)))
+  if allowed then return true end
+  redis.call('HSET', record, 'state', STATE_SCHEDULED, 'limit_at', tostring(at))
+  redis.call('ZADD', SCHEDULED, at, id)
+  redis.call('ZADD', LIMITED, at, id)
+  return false
+end
+
+-- Whether a queued task just popped may run now under its limits (taking its slot
+-- until deadline_ms); else it is parked: waiting for a slot, or deferred by its rate.
+-- Neither counts as an attempt. A spec that does not parse limits nothing.
+local function limit_admit(id, spec, reserved_ms, now_ms, deadline_ms)
+  local limit = parse_limit(spec)
+  if not limit then return true end
+  local record = task_key(id)
+  local slots = slots_key(limit)
+  if limit.conc > 0 then
+    redis.call('ZREMRANGEBYSCORE', slots, '-inf', now_ms) -- leases that ran out
+    if redis.call('ZCARD', slots) >= limit.conc then
+      redis.call('RPUSH', waiting_key(limit), id)
+      redis.call('ZADD', LIMITED, now_ms, id)
+      return false
+    end
+  end
+  if limit.count > 0 and not rate_admit(id, record, limit, reserved_ms, now_ms) then
+    return false
+  end
+  if limit.conc > 0 then redis.call('ZADD', slots, deadline_ms, id) end
+  redis.call('ZREM', LIMITED, id)
+  return true
+end
+
+-- A held task's lease was renewed until deadline_ms: so is its slot.
+local function limit_renew(id, spec, deadline_ms)
+  local limit = parse_limit(spec)
+  if limit and limit.conc > 0 then
+    redis.call('ZADD', slots_key(limit), 'XX', deadline_ms, id)
+  end
+end
+
+-- The task ended its attempt (or its lease ran out): free its slot and move waiters
+-- into the free slots' places at the head of their ready lists. Returns true when
+-- one was moved (the caller publishes a wake-up).
+local function limit_release(id, spec, now_ms)
+  local limit = parse_limit(spec)
+  if not limit or limit.conc == 0 then return false end
+  local slots = slots_key(limit)
+  redis.call('ZREM', slots, id)
+  redis.call('ZREMRANGEBYSCORE', slots, '-inf', now_ms)
+  local free = math.min(limit.conc - redis.call('ZCARD', slots), MAX_WAKES)
+  local waiting = waiting_key(limit)
+  local moved, popped = 0, 0
+  while moved < free and popped < MAX_WAKES do
+    local next_id = redis.call('LPOP', waiting)
+    if not next_id then break end
+    popped = popped + 1
+    local f = redis.call('HMGET', task_key(next_id), 'state', 'prio')
+    if f[1] == STATE_QUEUED then
+      redis.call('LPUSH', ready_list(f[2]), next_id)
+      moved = moved + 1
+    else -- cancelled while it waited, or its record is gone
+      redis.call('ZREM', LIMITED, next_id)
+      redis.call('SREM', CANCELLED, next_id)
+    end
+  end
+  return moved > 0
+end
