@@ -93,6 +93,7 @@ for p = PRIORITIES, 1, -1 do
   if claimed >= count or held >= MAX_HELD_PER_CLAIM then break end
 end
 if #leases > 0 then redis.call('ZADD', LEASED, unpack(leases)) end
+limits_flush(now_ms)
 
 local first = redis.call('ZRANGE', SCHEDULED, 0, 0, 'WITHSCORES')
 if first[2] then out[1] = tonumber(first[2]) end

@@ -25,50 +25,84 @@ end
 local function slots_key(limit) return PREFIX .. 'lim:c:' .. limit.id end
 local function waiting_key(limit) return PREFIX .. 'lim:w:' .. limit.id end
 
+-- One claim call looks each limit up once: its slots taken and its rate's clock are
+-- kept here and the clock is written back by limits_flush (bounded work per task).
+local limit_states = {}
+local function limit_state(spec, now_ms)
+  local state = limit_states[spec]
+  if state ~= nil then return state end
+  local limit = parse_limit(spec)
+  state = false
+  if limit then
+    state = {limit = limit}
+    if limit.conc > 0 then
+      state.slots = slots_key(limit)
+      redis.call('ZREMRANGEBYSCORE', state.slots, '-inf', now_ms) -- leases that ran out
+      state.taken = redis.call('ZCARD', state.slots)
+    end
+    if limit.count > 0 then
+      state.rate_key = PREFIX .. 'lim:r:' .. limit.id
+      state.tat = tonumber(redis.call('GET', state.rate_key)) or 0
+      state.interval_ms = limit.period_ms / limit.count
+    end
+  end
+  limit_states[spec] = state
+  return state
+end
+
 -- GCRA with no burst: one task per period / count. True when the task may run now;
 -- else it is deferred to the scheduled set at the time reserved for it.
-local function rate_admit(id, record, limit, reserved_ms, now_ms)
-  local interval_ms = limit.period_ms / limit.count
-  if reserved_ms then
-    redis.call('HDEL', record, 'limit_at')
-    local at = tonumber(reserved_ms) or 0
-    if now_ms <= at + math.max(interval_ms, RATE_GRACE_MS) then return true end
+local function rate_admit(id, record, state, reserved, now_ms)
+  if reserved and now_ms <= (tonumber(reserved) or 0)
+      + math.max(state.interval_ms, RATE_GRACE_MS) then
+    return true -- its time was reserved when it was deferred: already paid for
   end
-  local key = PREFIX .. 'lim:r:' .. limit.id
-  local tat = math.max(tonumber(redis.call('GET', key)) or now_ms, now_ms)
-  local allowed = tat <= now_ms
-  local at = tat
-  redis.call('SET', key, tostring(tat + interval_ms), 'PX',
-    math.max(1, math.ceil(tat + interval_ms - now_ms)))
-  if allowed then return true end
-  redis.call('HSET', record, 'state', STATE_SCHEDULED, 'limit_at', tostring(at))
-  redis.call('ZADD', SCHEDULED, at, id)
-  redis.call('ZADD', LIMITED, at, id)
+  local tat = math.max(state.tat, now_ms)
+  state.tat = tat + state.interval_ms
+  state.dirty = true
+  if tat <= now_ms then return true end
+  redis.call('HSET', record, 'state', STATE_SCHEDULED, 'limit_at', tostring(tat))
+  redis.call('ZADD', SCHEDULED, tat, id)
+  redis.call('ZADD', LIMITED, tat, id)
   return false
 end
 
 -- Whether a queued task just popped may run now under its limits (taking its slot
 -- until deadline_ms); else it is parked: waiting for a slot, or deferred by its rate.
 -- Neither counts as an attempt. A spec that does not parse limits nothing.
-local function limit_admit(id, spec, reserved_ms, now_ms, deadline_ms)
-  local limit = parse_limit(spec)
-  if not limit then return true end
+-- `reserved` is the record's limit_at: set while a limit holds the task back.
+local function limit_admit(id, spec, reserved, now_ms, deadline_ms)
+  local state = limit_state(spec, now_ms)
+  if not state then return true end
   local record = task_key(id)
-  local slots = slots_key(limit)
-  if limit.conc > 0 then
-    redis.call('ZREMRANGEBYSCORE', slots, '-inf', now_ms) -- leases that ran out
-    if redis.call('ZCARD', slots) >= limit.conc then
-      redis.call('RPUSH', waiting_key(limit), id)
-      redis.call('ZADD', LIMITED, now_ms, id)
-      return false
-    end
-  end
-  if limit.count > 0 and not rate_admit(id, record, limit, reserved_ms, now_ms) then
+  if state.slots and state.taken >= state.limit.conc then
+    redis.call('RPUSH', waiting_key(state.limit), id)
+    redis.call('ZADD', LIMITED, now_ms, id)
+    if not reserved then redis.call('HSET', record, 'limit_at', 'waiting') end
     return false
   end
-  if limit.conc > 0 then redis.call('ZADD', slots, deadline_ms, id) end
-  redis.call('ZREM', LIMITED, id)
+  if state.rate_key and not rate_admit(id, record, state, reserved, now_ms) then
+    return false
+  end
+  if state.slots then
+    redis.call('ZADD', state.slots, deadline_ms, id)
+    state.taken = state.taken + 1
+  end
+  if reserved then
+    redis.call('HDEL', record, 'limit_at')
+    redis.call('ZREM', LIMITED, id)
+  end
   return true
+end
+
+-- The end of a claim call: store each rate limit's clock, kept as long as it matters.
+local function limits_flush(now_ms)
+  for _, state in pairs(limit_states) do
+    if state and state.dirty then
+      redis.call('SET', state.rate_key, tostring(state.tat), 'PX',
+        math.max(1, math.ceil(state.tat - now_ms)))
+    end
+  end
 end
 
 -- A held task's lease was renewed until deadline_ms: so is its slot.
@@ -87,9 +121,10 @@ local function limit_release(id, spec, now_ms)
   if not limit or limit.conc == 0 then return false end
   local slots = slots_key(limit)
   redis.call('ZREM', slots, id)
+  local waiting = waiting_key(limit)
+  if redis.call('LLEN', waiting) == 0 then return false end
   redis.call('ZREMRANGEBYSCORE', slots, '-inf', now_ms)
   local free = math.min(limit.conc - redis.call('ZCARD', slots), MAX_WAKES)
-  local waiting = waiting_key(limit)
   local moved, popped = 0, 0
   while moved < free and popped < MAX_WAKES do
     local next_id = redis.call('LPOP', waiting)
