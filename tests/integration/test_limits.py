@@ -249,3 +249,23 @@ async def test_a_lease_that_runs_out_gives_its_slot_back(
     assert [(j.id, j.attempts) for j in again.jobs] == [(handles[0].id, 2)]
     assert await handles[1].status() == "queued"
     assert await redis_conn.zcard(f"{KEYS.prefix}lim:c:one_per_tenant|a") == 1
+
+
+async def test_a_rate_limit_defers_to_reserved_times_that_cancel_and_claims_honour(
+    limited_client: Client, redis_conn: redis.asyncio.Redis, broker: Broker
+) -> None:
+    handles = await limited_client.enqueue_many(
+        [Enqueue("fifty_per_second", [f"t{i}"]) for i in range(3)])
+    claimed = await broker.claim(KEYS, 10, 30_000)
+    assert [j.id for j in claimed.jobs] == [handles[0].id]
+    assert [await h.status() for h in handles[1:]] == ["scheduled", "scheduled"]
+    times = [await redis_conn.zscore(KEYS.scheduled, h.id) for h in handles[1:]]
+    assert times[0] is not None and times[1] is not None
+    assert times[1] - times[0] == pytest.approx(20, abs=0.01)  # one interval apart
+    assert claimed.next_due_ms == int(times[0])
+    assert await limited_client.cancel(handles[1].id)
+    assert (await read_queue_depths(redis_conn, ["default"]))["default"].limited == 1
+    await asyncio.sleep(0.1)
+    again = await broker.claim(KEYS, 10, 30_000)
+    assert [(j.id, j.attempts) for j in again.jobs] == [(handles[2].id, 1)]
+    assert (await read_queue_depths(redis_conn, ["default"]))["default"].limited == 0
