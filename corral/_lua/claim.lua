@@ -79,7 +79,9 @@ for p = PRIORITIES, 1, -1 do
         out[#out + 1] = tonumber(f[4]) or now_ms
         out[#out + 1] = attempts
       elseif redis.call('SREM', CANCELLED, id) == 1 then
-        -- Cancelled while queued (its record may have expired since): never runs.
+        -- Cancelled while queued (its record may have expired since): never runs. A
+        -- waiter moved up for a free slot hands it on to the next (limits.lua).
+        if f[6] and limit_release(id, f[6], now_ms) then publish(WAKE_CHANNEL, '') end
       elseif not f[1] or not known_states[f[1]] then
         -- An id with no task record (or a damaged one) was written straight into the
         -- list: keep it, with the reason.

@@ -269,3 +269,15 @@ async def test_a_rate_limit_defers_to_reserved_times_that_cancel_and_claims_hono
     again = await broker.claim(KEYS, 10, 30_000)
     assert [(j.id, j.attempts) for j in again.jobs] == [(handles[2].id, 1)]
     assert (await read_queue_depths(redis_conn, ["default"]))["default"].limited == 0
+
+
+async def test_a_waiter_cancelled_after_its_turn_came_hands_the_slot_on(
+    limited_client: Client, broker: Broker
+) -> None:
+    handles = await limited_client.enqueue_many(
+        [Enqueue("one_per_tenant", ["a", str(i)]) for i in range(3)])
+    first = await broker.claim(KEYS, 10, 30_000)
+    await broker.finish(KEYS, [Outcome(first.jobs[0], Finish.SUCCEEDED)])  # moves [1] up
+    assert await limited_client.cancel(handles[1].id)
+    again = await broker.claim(KEYS, 10, 30_000)
+    assert [j.id for j in again.jobs] == [handles[2].id]  # not stuck behind the cancelled
