@@ -50,7 +50,7 @@ local function limit_state(spec, now_ms)
   return state
 end
 
--- GCRA with no burst: one task per period / count. True when the task may run now;
+-- GCRA with no burst: one task per period / count (more per ms only within one ms). True when the task may run now;
 -- else it is deferred to the scheduled set at the time reserved for it.
 local function rate_admit(id, record, state, reserved, now_ms)
   if reserved and now_ms <= (tonumber(reserved) or 0)
@@ -60,10 +60,13 @@ local function rate_admit(id, record, state, reserved, now_ms)
   local tat = math.max(state.tat, now_ms)
   state.tat = tat + state.interval_ms
   state.dirty = true
-  if tat <= now_ms then return true end
-  redis.call('HSET', record, 'state', STATE_SCHEDULED, 'limit_at', tostring(tat))
-  redis.call('ZADD', SCHEDULED, tat, id)
-  redis.call('ZADD', LIMITED, tat, id)
+  -- Redis's clock has whole milliseconds: a rate of more than one per ms may use the
+  -- rest of the current one (else one claim call could admit only one task).
+  local at = tat - math.max(0, 1 - state.interval_ms)
+  if at <= now_ms then return true end
+  redis.call('HSET', record, 'state', STATE_SCHEDULED, 'limit_at', tostring(at))
+  redis.call('ZADD', SCHEDULED, at, id)
+  redis.call('ZADD', LIMITED, at, id)
   return false
 end
 
