@@ -18,6 +18,13 @@ async def noop(t: float) -> None:
     record.write(t, time.monotonic())
 
 
+# The same no-op under limits that never hold it back (far above what one worker
+# claims), so a benchmark sees what checking them costs per task.
+@app.task(name="noop_limited", rate_limit="1000000/s", concurrency_limit=100_000)
+async def noop_limited(t: float) -> None:
+    record.write(t, time.monotonic())
+
+
 @app.task(name="io")
 async def io(t: float) -> None:
     started = time.monotonic()

@@ -10,12 +10,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Literal, ParamSpec, TypeVar, overload
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from corral import periodic
 from corral.errors import ConfigError, InvalidTask
 from corral.hooks import Hook, Middleware
 from corral.keys import DEFAULT_PREFIX, validate_prefix, validate_queue_name
+from corral.limits import LimitKey, Limits, parse_rate
 from corral.retention import DEFAULT_DEAD_TTL_S, DEFAULT_MAX_DEAD, DEFAULT_RESULT_TTL_S
 from corral.serialization import DEFAULT_MAX_PAYLOAD_BYTES, encode_payload
 from corral.tasks import Task
@@ -58,6 +59,16 @@ class _TaskOptions(_Options):
     result_ttl: _Seconds | None
     dead_ttl: _PositiveSeconds | None
     dead_letter: bool
+    rate_limit: str | None
+    concurrency_limit: _PositiveCount | None
+    limit_key: LimitKey | None
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_rate(value)  # a ValueError here is a validation error
+        return value
 
 
 class _PeriodicOptions(_Options):
@@ -126,6 +137,7 @@ class TaskDef:
     dead_ttl_s: float
     dead_letter: bool
     is_async: bool
+    limits: Limits | None = None  # rate and concurrency limits (corral.limits)
 
 
 class App:
@@ -197,6 +209,9 @@ class App:
         result_ttl: float | None = None,
         dead_ttl: float | None = None,
         dead_letter: bool = True,
+        rate_limit: str | None = None,
+        concurrency_limit: int | None = None,
+        limit_key: LimitKey | None = None,
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
     def task(
@@ -213,12 +228,18 @@ class App:
         result_ttl: float | None = None,
         dead_ttl: float | None = None,
         dead_letter: bool = True,
+        rate_limit: str | None = None,
+        concurrency_limit: int | None = None,
+        limit_key: LimitKey | None = None,
     ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
         """Register a function as a task. ``retries`` failed attempts are retried with
         exponential backoff (``retry_backoff`` seconds doubling up to ``retry_backoff_max``,
         with jitter); after the last one the task goes to the dead-letter queue (kept
         ``dead_ttl`` seconds), or ends ``failed`` when ``dead_letter=False``. A finished
         task's result is kept ``result_ttl`` seconds (0: not at all; None: the app's).
+        ``rate_limit`` ("100/s", "30/m", "500/h") and ``concurrency_limit`` (tasks
+        running at once) hold across every worker; with ``limit_key`` (called with the
+        task's arguments at enqueue) each key value has its own (see corral.limits).
         Plain ``def`` functions run in a thread pool. Bad options raise ConfigError.
         Returns a :class:`corral.tasks.Task`: call it as the function, or
         ``await it.enqueue(...)`` with arguments checked against its signature."""
@@ -226,6 +247,8 @@ class App:
             "queue": queue, "timeout": timeout, "retries": retries,
             "retry_backoff": retry_backoff, "retry_backoff_max": retry_backoff_max,
             "result_ttl": result_ttl, "dead_ttl": dead_ttl, "dead_letter": dead_letter,
+            "rate_limit": rate_limit, "concurrency_limit": concurrency_limit,
+            "limit_key": limit_key,
         }
 
         def register(func: Callable[P, R]) -> Task[P, R]:
@@ -256,6 +279,7 @@ class App:
                 dead_ttl_s=self.dead_ttl_s if checked.dead_ttl is None else checked.dead_ttl,
                 dead_letter=checked.dead_letter,
                 is_async=inspect.iscoroutinefunction(func),
+                limits=_limits(task_name, checked),
             )
             return Task(self, definition, func)
 
@@ -306,11 +330,16 @@ class App:
                 raise ConfigError(f"{where}: {exc}") from None
             task = target if isinstance(target, Task) else self.task(
                 name=name, queue=checked.queue or "default")(target)
+            limits = task.definition.limits
+            try:
+                limit = "" if limits is None else limits.spec(checked.args, checked.kwargs)
+            except ValueError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
             self.schedules[label] = periodic.Schedule(
                 name=label, task=task.name, queue=checked.queue or task.definition.queue,
                 cadence=cadence, args=tuple(checked.args), kwargs=checked.kwargs,
                 priority=checked.priority, catch_up=periodic.CatchUp(checked.catch_up),
-                max_catch_up=checked.max_catch_up,
+                max_catch_up=checked.max_catch_up, limit=limit,
             )
             return task
 
@@ -332,6 +361,16 @@ def resolve_prefix(given: str | None, app: App | None) -> str:
         raise ConfigError(f"key prefix {given!r} differs from the app's prefix "
                           f"{app.prefix!r} (App(prefix=...)); use the same one")
     return given
+
+
+def _limits(task_name: str, checked: _TaskOptions) -> Limits | None:
+    if checked.rate_limit is None and checked.concurrency_limit is None:
+        if checked.limit_key is not None:
+            raise ConfigError(f"task {task_name!r}: limit_key needs rate_limit or "
+                              "concurrency_limit")
+        return None
+    rate = parse_rate(checked.rate_limit) if checked.rate_limit is not None else None
+    return Limits(task_name, rate, checked.concurrency_limit, checked.limit_key)
 
 
 def load_app(path: str) -> App:

@@ -34,6 +34,8 @@ Status = Literal[
 FINAL_STATES = frozenset({"succeeded", "failed", "cancelled", "dead"})
 R = TypeVar("R")
 _ENQUEUE_CHUNK = 500
+# enqueue.lua's arguments per task: id, name, payload, priority, delay_ms, key, limit.
+_ENQUEUE_GROUP = 7
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,8 +185,9 @@ class Client:
     ) -> list[TaskHandle[Any]]:
         prepared = [self._prepare(call, trace) for call in calls]
         batches: list[tuple[QueueKeys, list[Any]]] = []
+        most = _ENQUEUE_GROUP * _ENQUEUE_CHUNK
         for keys, call_argv in prepared:
-            if batches and batches[-1][0] is keys and len(batches[-1][1]) < 6 * _ENQUEUE_CHUNK:
+            if batches and batches[-1][0] is keys and len(batches[-1][1]) < most:
                 batches[-1][1].extend(call_argv)
             else:
                 batches.append((keys, list(call_argv)))
@@ -228,7 +231,14 @@ class Client:
         )
         delay_ms = math.ceil(call.delay * 1000)
         task_id = new_task_id(keys.queue)
-        return keys, (task_id, call.name, payload, call.priority, delay_ms, call.key or "")
+        limit = ""
+        if task_def is not None and task_def.limits is not None:
+            try:
+                limit = task_def.limits.spec(call.args, call.kwargs)
+            except ValueError as exc:
+                raise InvalidTask(f"task {call.name!r}: {exc}") from None
+        return keys, (task_id, call.name, payload, call.priority, delay_ms, call.key or "",
+                      limit)
 
     # -- status, results, cancellation -------------------------------------------
 
@@ -324,8 +334,8 @@ def _as_enqueue(call: Enqueue | Mapping[str, Any]) -> Enqueue:
 
 
 def _records(keys: QueueKeys, argv: Sequence[Any]) -> list[str]:
-    """The record key of each task in enqueue's argument groups (id first, six each)."""
-    return [keys.task(argv[i]) for i in range(0, len(argv), 6)]
+    """The record key of each task in enqueue's argument groups (id first)."""
+    return [keys.task(argv[i]) for i in range(0, len(argv), _ENQUEUE_GROUP)]
 
 
 class _ResultWaiter:

@@ -39,6 +39,9 @@ class QueueDepth:
     workers: tuple[WorkerInfo, ...] = field(default=())
     # Ids cancelled while queued are left in their ready list until a claim drops them.
     cancelled_in_ready: int = 0
+    # Held back by a rate or concurrency limit (deferred, or waiting for a slot): not in
+    # the backlog, since more workers would not run them sooner.
+    limited: int = 0
 
     @property
     def ready(self) -> int:
@@ -58,6 +61,7 @@ class QueueDepth:
             "backlog": self.backlog,
             "in_flight": self.in_flight,
             "dead": self.dead,
+            "limited": self.limited,
             "workers": [
                 {"id": w.worker_id, "in_flight": w.in_flight, "running": w.running,
                  "concurrency": w.concurrency, "queues": list(w.queues)}
@@ -83,7 +87,7 @@ async def read_queue_depths(
 
 
 def _depth(queue: str, reply: list[Any]) -> QueueDepth:
-    ready, scheduled, scheduled_due, leased, dead, workers, cancelled = reply
+    ready, scheduled, scheduled_due, leased, dead, workers, cancelled, limited = reply
     return QueueDepth(
         queue=queue,
         ready_by_priority=tuple(int(n) for n in ready),
@@ -95,6 +99,7 @@ def _depth(queue: str, reply: list[Any]) -> QueueDepth:
             _worker(workers[i].decode(), workers[i + 1]) for i in range(0, len(workers), 2)
         ),
         cancelled_in_ready=int(cancelled),
+        limited=int(limited),
     )
 
 

@@ -22,7 +22,14 @@ Layout of queue ``Q`` under prefix ``P`` (key prefix ``P:{Q}:``):
 ``w:<worker id>``          hash     one worker's registry entry
 ``schedules``              hash     periodic task name -> its definition (JSON)
 ``ticks``                  hash     periodic task name -> its last tick enqueued, ms
+``limited``                zset     ids a rate or concurrency limit holds back
+``lim:c:<limit>``          zset     ids holding one limit's concurrency slots, by lease
+``lim:w:<limit>``          list     ids waiting for one of those slots
+``lim:r:<limit>``          string   one rate limit's state (GCRA arrival time, ms)
 ========================  =======  ================================================
+
+``<limit>`` is the task's name, then ``|`` and the key for per-key limits
+(corral/limits.py); the scripts build those keys from the ``limit`` field of a record.
 
 Channels: ``wake`` (work may be available), ``cancel`` (id of a running task to
 cancel), ``done`` (space-separated ids that reached a final state). On Redis 7+
@@ -97,9 +104,10 @@ class QueueKeys:
     wake_channel: str
     cancel_channel: str
     done_channel: str
+    limited: str
     schedules: str
     ticks: str
-    # KEYS[1..19] of every script: the order is prelude.lua's.
+    # KEYS[1..20] of every script: the order is prelude.lua's.
     script_keys: tuple[str, ...]
 
     def task(self, task_id: str) -> str:
@@ -114,6 +122,7 @@ _SUFFIXES = (
     ("scheduled", "scheduled"), ("leased", "leased"), ("dead", "dead"),
     ("dedupe", "keys"), ("workers", "workers"), ("cancelled", "cancelled"),
     ("wake_channel", "wake"), ("cancel_channel", "cancel"), ("done_channel", "done"),
+    ("limited", "limited"),
 )
 CHANNEL_FIELDS = frozenset({"wake_channel", "cancel_channel", "done_channel"})
 

@@ -128,6 +128,9 @@ class Schedule:
     priority: int
     catch_up: CatchUp
     max_catch_up: int
+    # The tick's task's rate and concurrency limits in the record's form (corral.limits),
+    # worked out from the fixed arguments when the app registers it; "" for none.
+    limit: str = ""
 
     def due(self, last_ms: int, now_ms: int) -> list[int]:
         return due_ticks(self.cadence, self.catch_up, self.max_catch_up, last_ms, now_ms)
@@ -150,7 +153,7 @@ class Schedule:
         return json.dumps({
             "task": self.task, **when, "args": list(self.args), "kwargs": self.kwargs,
             "priority": self.priority, "catch_up": self.catch_up.value,
-            "max_catch_up": self.max_catch_up,
+            "max_catch_up": self.max_catch_up, "limit": self.limit,
         }, separators=(",", ":"), sort_keys=True)
 
 
@@ -177,7 +180,8 @@ def from_definition(name: str, queue: str, text: str | bytes) -> Schedule:
             raise ValueError("args must be a list and kwargs an object")
         return Schedule(name=name, task=str(data["task"]), queue=queue, cadence=cadence,
                         args=tuple(args), kwargs=kwargs, priority=int(data["priority"]),
-                        catch_up=CatchUp(data["catch_up"]), max_catch_up=max_catch_up)
+                        catch_up=CatchUp(data["catch_up"]), max_catch_up=max_catch_up,
+                        limit=str(data.get("limit", "")))
     except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"schedule {name!r}: malformed definition: {exc!r}") from None
 

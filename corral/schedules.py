@@ -79,7 +79,8 @@ async def tick(scripts: Scripts, schedule: Schedule, last_ms: int, now_ms: int, 
     due = schedule.due(last_ms, now_ms)
     ids = [new_task_id(schedule.queue) for _ in due]
     payload = encode_payload(list(schedule.args), schedule.kwargs)
-    args: list[Any] = [schedule.name, schedule.task, payload, schedule.priority]
+    args: list[Any] = [schedule.name, schedule.task, payload, schedule.priority,
+                       schedule.limit]
     for tick_ms, task_id in zip(due, ids, strict=True):
         args += [tick_ms, task_id]
     reply = await scripts.tick(keys, [keys.schedules, keys.ticks, *map(keys.task, ids)], args)

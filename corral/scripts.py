@@ -1,8 +1,9 @@
 """The Lua scripts that change queue state atomically, loaded once per client.
 
 Each script is ``_lua/prelude.lua`` (the key layout, the priority clamp, Redis's clock
-in ms, publishing, retention: the rules every script shares, written once), then the
-defaults below, then the script's own text. Every call passes the queue's keys first
+in ms, publishing, retention: the rules every script shares, written once) and
+``_lua/limits.lua`` (rate and concurrency limits), then the defaults below, then the
+script's own text. Every call passes the queue's keys first
 (``QueueKeys.script_keys``) and the record keys the caller knows after them; ARGV[1]
 says whether the client talks to a Redis Cluster (shard channels)."""
 
@@ -27,6 +28,8 @@ from corral.retention import DEFAULT_DEAD_TTL_S, DEFAULT_RESULT_TTL_S
 NAMES = ("enqueue", "claim", "finish", "heartbeat", "cancel", "depths", "dlq", "progress",
          "tick", "schedules")
 _LUA = Path(__file__).parent / "_lua"
+# In front of every script, in this order: the rules all share, then the limits'.
+_SHARED = ("prelude.lua", "limits.lua")
 
 
 class PermissionDenied(CorralError, NoPermissionError):
@@ -140,7 +143,8 @@ def own_source(name: str) -> str:
 
 
 def prelude_source() -> str:
-    return (_LUA / "prelude.lua").read_text()
+    """The shared part of every script: the prelude and the functions it adds."""
+    return "\n".join((_LUA / part).read_text() for part in _SHARED)
 
 
 @cache

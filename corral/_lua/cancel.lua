@@ -6,7 +6,7 @@
 -- Returns 1 when the task was queued, scheduled or running and is now cancelled, else 0.
 local id, ttl_ms = ARGV[2], tonumber(ARGV[3])
 local record = KEYS[FIRST_OWN_KEY]
-local f = redis.call('HMGET', record, 'state', 'key')
+local f = redis.call('HMGET', record, 'state', 'key', 'limit')
 if f[1] == STATE_RUNNING then
   redis.call('HSET', record, 'state', STATE_CANCELLED)
   publish(CANCEL_CHANNEL, id)
@@ -19,6 +19,7 @@ elseif f[1] == STATE_SCHEDULED then
 else
   return 0
 end
+if f[3] then redis.call('ZREM', LIMITED, id) end -- a limit held it back: not any more
 redis.call('HSET', record, 'state', STATE_CANCELLED, 'finished_ms', clock_ms())
 retire(record, ttl_ms)
 if f[2] and redis.call('HGET', DEDUPE, f[2]) == id then redis.call('HDEL', DEDUPE, f[2]) end

@@ -1,6 +1,7 @@
 -- Claim up to ARGV[2] tasks for one worker in one atomic step: promote due
 -- scheduled tasks, pop ids from the highest priority down (FIFO within one),
--- mark them running and lease them until now + ARGV[3] ms.
+-- mark them running and lease them until now + ARGV[3] ms. A task its rate or
+-- concurrency limit holds back is deferred or set waiting instead (limits.lua).
 -- No record keys: the ids are popped here.
 -- ARGV[2] count, ARGV[3] lease_ms, ARGV[4] lease token prefix,
 -- ARGV[5] dead_ttl_ms and ARGV[6] max_dead for what cannot run (see bury).
@@ -8,6 +9,7 @@
 local count, lease_ms, holder = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local dead_ttl_ms, max_dead = tonumber(ARGV[5]), tonumber(ARGV[6])
 local now_ms = clock_ms()
+local MAX_HELD_PER_CLAIM = 1000
 
 local known_states = {[STATE_QUEUED] = true, [STATE_SCHEDULED] = true,
   [STATE_RUNNING] = true, [STATE_SUCCEEDED] = true, [STATE_FAILED] = true,
@@ -36,8 +38,11 @@ local out = {-1, now_ms}
 local leases = {}
 local deadline_ms = now_ms + lease_ms
 local claimed = 0
+-- Tasks a limit held back in this call: bounded, so that a backlog its limits hold
+-- back costs a bounded amount of work per claim.
+local held = 0
 for p = PRIORITIES, 1, -1 do
-  while claimed < count do
+  while claimed < count and held < MAX_HELD_PER_CLAIM do
     local ids = redis.call('LPOP', KEYS[p], count - claimed)
     if not ids then break end
     for i = 1, #ids do
@@ -45,7 +50,7 @@ for p = PRIORITIES, 1, -1 do
       local well_formed = #id <= 128 and string.match(id, '^[%w_.:-]+$') ~= nil
       if not well_formed then id = 'malformed-' .. redis.sha1hex(id) end
       local f = redis.pcall('HMGET', task_key(id), 'state', 'name', 'payload', 'ready_ms',
-        'attempts')
+        'attempts', 'limit', 'limit_at')
       if f.err then
         -- The id's key is not a hash (written straight into Redis): treat it as malformed.
         well_formed = false
@@ -54,6 +59,9 @@ for p = PRIORITIES, 1, -1 do
       if not well_formed then
         -- Ids are made by clients as hex; anything else was written straight into the list.
         dead_letter(id, 'malformed task id in the ready list')
+      elseif f[1] == STATE_QUEUED and f[6] and not limit_admit(id, f[6], f[7], now_ms,
+          deadline_ms) then
+        held = held + 1 -- a limit holds it back (limits.lua): not claimed, not an attempt
       elseif f[1] == STATE_QUEUED then
         -- A damaged count (nan, inf, negative, fractional) would break the lease token.
         local attempts = tonumber(f[5]) or 0
@@ -71,7 +79,9 @@ for p = PRIORITIES, 1, -1 do
         out[#out + 1] = tonumber(f[4]) or now_ms
         out[#out + 1] = attempts
       elseif redis.call('SREM', CANCELLED, id) == 1 then
-        -- Cancelled while queued (its record may have expired since): never runs.
+        -- Cancelled while queued (its record may have expired since): never runs. A
+        -- waiter moved up for a free slot hands it on to the next (limits.lua).
+        if f[6] and limit_release(id, f[6], now_ms) then publish(WAKE_CHANNEL, '') end
       elseif not f[1] or not known_states[f[1]] then
         -- An id with no task record (or a damaged one) was written straight into the
         -- list: keep it, with the reason.
@@ -82,9 +92,10 @@ for p = PRIORITIES, 1, -1 do
       -- Any other state (already running, finished) is a stale copy of the id: drop it.
     end
   end
-  if claimed >= count then break end
+  if claimed >= count or held >= MAX_HELD_PER_CLAIM then break end
 end
 if #leases > 0 then redis.call('ZADD', LEASED, unpack(leases)) end
+limits_flush(now_ms)
 
 local first = redis.call('ZRANGE', SCHEDULED, 0, 0, 'WITHSCORES')
 if first[2] then out[1] = tonumber(first[2]) end

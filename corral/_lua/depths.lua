@@ -1,7 +1,8 @@
 -- Read one queue's depths in one atomic step (for inspect, metrics and the operator).
 -- No record keys: the worker entries are those the workers set lists.
 -- Returns {{ready per priority 0..9}, scheduled, scheduled due, leased, dead,
---          {worker id, {field, value, ...}, ...}, cancelled ids still in a ready list}.
+--          {worker id, {field, value, ...}, ...}, cancelled ids still in a ready list,
+--          ids held back by a rate or concurrency limit}.
 local now_ms = clock_ms()
 local ready = {}
 for p = 1, PRIORITIES do ready[p] = redis.call('LLEN', KEYS[p]) end
@@ -19,4 +20,5 @@ return {
   redis.call('ZCARD', DEAD),
   workers,
   redis.call('SCARD', CANCELLED),
+  redis.call('ZCARD', LIMITED),
 }

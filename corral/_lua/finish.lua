@@ -28,11 +28,12 @@ local wake = false
 for i = 3, #ARGV, 5 do
   local id, token, outcome, data, number = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4])
   local record = KEYS[FIRST_OWN_KEY + (i - 3) / 5]
-  local f = redis.call('HMGET', record, 'token', 'state', 'key', 'prio')
+  local f = redis.call('HMGET', record, 'token', 'state', 'key', 'prio', 'limit')
   if f[1] ~= token then
     stale[#stale + 1] = id
   else
     released[#released + 1] = id
+    if f[5] and limit_release(id, f[5], now_ms) then wake = true end
     -- A cancel request wins over whatever the attempt ended with.
     if f[2] == STATE_CANCELLED then
       if not CARRIES_RESULT_TTL[outcome] then number = DEFAULT_RESULT_TTL_MS end

@@ -16,10 +16,12 @@ local first_held = 7 + 2 * n_fields
 local renew, cancelled, lost = {}, {}, {}
 for i = first_held, #ARGV, 2 do
   local id, token = ARGV[i], ARGV[i + 1]
-  local f = redis.call('HMGET', KEYS[FIRST_OWN_KEY + 1 + (i - first_held) / 2], 'token', 'state')
+  local f = redis.call('HMGET', KEYS[FIRST_OWN_KEY + 1 + (i - first_held) / 2], 'token', 'state',
+    'limit')
   if f[1] == token then
     renew[#renew + 1] = now_ms + lease_ms
     renew[#renew + 1] = id
+    if f[3] then limit_renew(id, f[3], now_ms + lease_ms) end
     if f[2] == STATE_CANCELLED then cancelled[#cancelled + 1] = id end
   else
     lost[#lost + 1] = id
@@ -39,12 +41,13 @@ for i = 1, #gone do redis.call('DEL', worker_key(gone[i])) end
 if #gone > 0 then redis.call('ZREMRANGEBYSCORE', WORKERS, '-inf', now_ms) end
 
 local expired = redis.call('ZRANGEBYSCORE', LEASED, '-inf', now_ms, 'LIMIT', 0, 1000)
-local requeued, done = 0, {}
+local requeued, done, limits_woke = 0, {}, false
 for i = 1, #expired do
   local id = expired[i]
   local record = task_key(id)
-  local f = redis.call('HMGET', record, 'state', 'prio', 'key')
+  local f = redis.call('HMGET', record, 'state', 'prio', 'key', 'limit')
   redis.call('HDEL', record, 'token')
+  if f[4] and limit_release(id, f[4], now_ms) then limits_woke = true end
   if f[1] == STATE_RUNNING then
     redis.call('HSET', record, 'state', STATE_QUEUED)
     redis.call('LPUSH', ready_list(f[2]), id)
@@ -57,7 +60,7 @@ for i = 1, #expired do
   end
 end
 if #expired > 0 then redis.call('ZREM', LEASED, unpack(expired)) end
-if requeued > 0 then publish(WAKE_CHANNEL, '') end
+if requeued > 0 or limits_woke then publish(WAKE_CHANNEL, '') end
 if #done > 0 then publish(DONE_CHANNEL, table.concat(done, ' ')) end
 forget_expired_dead(now_ms)
 

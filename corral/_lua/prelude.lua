@@ -4,7 +4,7 @@
 -- KEYS of every script, in QueueKeys.script_keys order:
 --   1..10 ready lists by priority 0..9, 11 scheduled, 12 leased, 13 dead,
 --   14 de-duplication hash, 15 workers, 16 cancelled-while-queued set,
---   17 wake channel, 18 cancel channel, 19 done channel;
+--   17 wake channel, 18 cancel channel, 19 done channel, 20 limited (limits.lua);
 --   from FIRST_OWN_KEY on, the record keys the caller knows (one per id it passes).
 -- ARGV[1] is '1' when the client talks to a Redis Cluster; the script's own
 -- arguments start at ARGV[2].
@@ -12,7 +12,7 @@ local PRIORITIES = 10
 local SCHEDULED, LEASED, DEAD, DEDUPE, WORKERS, CANCELLED =
   KEYS[11], KEYS[12], KEYS[13], KEYS[14], KEYS[15], KEYS[16]
 local WAKE_CHANNEL, CANCEL_CHANNEL, DONE_CHANNEL = KEYS[17], KEYS[18], KEYS[19]
-local FIRST_OWN_KEY = 20
+local FIRST_OWN_KEY = 21
 
 -- Records of ids a script reads from Redis itself (popped, due, expired, listed) cannot
 -- be passed in advance: their keys are built on the queue's prefix, which is taken from
@@ -82,7 +82,7 @@ end
 -- de-duplication key, a live task with that key stands for it instead. Returns the id
 -- that stands for the task, and whether waiting workers need a wake-up.
 local LIVE = {[STATE_QUEUED] = true, [STATE_SCHEDULED] = true, [STATE_RUNNING] = true}
-local function enqueue_task(record, id, name, payload, priority, delay_ms, key, now_ms)
+local function enqueue_task(record, id, name, payload, priority, delay_ms, key, limit, now_ms)
   if key ~= '' then
     local other = redis.call('HGET', DEDUPE, key)
     if other and LIVE[redis.call('HGET', task_key(other), 'state')] then
@@ -106,5 +106,7 @@ local function enqueue_task(record, id, name, payload, priority, delay_ms, key, 
     redis.call('HSET', DEDUPE, key, id)
     redis.call('HSET', record, 'key', key)
   end
+  -- The task's rate and concurrency limits, as corral/limits.py writes them.
+  if limit ~= '' then redis.call('HSET', record, 'limit', limit) end
   return id, wake
 end

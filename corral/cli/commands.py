@@ -205,14 +205,14 @@ def _utc(ms: int) -> str:
 
 def format_depths(depths: dict[str, QueueDepth]) -> str:
     now_ms = time.time() * 1000
-    lines = [f"{'QUEUE':<20} {'READY':>8} {'SCHEDULED':>10} {'IN-FLIGHT':>10} {'DEAD':>8}  "
-             "READY BY PRIORITY"]
+    lines = [f"{'QUEUE':<20} {'READY':>8} {'SCHEDULED':>10} {'IN-FLIGHT':>10} {'DEAD':>8} "
+             f"{'LIMITED':>8}  READY BY PRIORITY"]
     for name, d in depths.items():
         by_priority = " ".join(
             f"p{p}={n}" for p, n in reversed(list(enumerate(d.ready_by_priority))) if n
         ) or "-"
         lines.append(f"{name:<20} {d.ready:>8} {d.scheduled:>10} {d.in_flight:>10} "
-                     f"{d.dead:>8}  {by_priority}")
+                     f"{d.dead:>8} {d.limited:>8}  {by_priority}")
     workers = [(name, w) for name, d in depths.items() for w in d.workers]
     lines.append("")
     lines.append(f"{len(workers)} live worker entries")

@@ -307,3 +307,35 @@ def test_scale_to_zero_only_after_cooldown_of_zero_load(
             assert backlog == 0
             assert now_s - last_busy >= params.cooldown_s
         current = d.desired
+
+
+# -- rate and concurrency limits ------------------------------------------------------
+
+
+def test_tasks_held_back_by_limits_add_no_replicas() -> None:
+    # 5 slots of a concurrency limit in flight, 5000 more waiting for them: one replica.
+    decision = decide(P, PolicyState(), 1, Load(0, 5, limited=5000), 1000.0)[0]
+    assert decision.desired == 1
+    assert decision.reason is Reason.HELD_BY_LIMITS
+    assert "5000 more held back by limits" in decision.message
+
+
+def test_limits_cap_the_replicas_a_limited_backlog_asks_for() -> None:
+    # Work that can run now still scales; what the limits hold back adds nothing to it.
+    decision = decide(P, PolicyState(), 1, Load(300, 200, limited=10_000), 1000.0)[0]
+    assert decision.desired == 5 and decision.reason is Reason.SCALE_UP
+
+
+def test_an_idle_queue_with_only_limited_tasks_keeps_one_replica_not_zero() -> None:
+    # Deferred tasks come back on their own time: the last replica stays to claim them
+    # while the limited count is above zero, like in-flight work.
+    decision = decide(P, PolicyState(last_active_s=0.0), 1, Load(0, 0, limited=3), 1000.0)[0]
+    assert decision.desired == 1
+
+
+@given(st.integers(0, 10_000), st.integers(0, 10_000), st.integers(0, 100_000))
+def test_limited_tasks_never_raise_the_desired_count(backlog: int, in_flight: int,
+                                                     limited: int) -> None:
+    with_limits = decide(P, PolicyState(), 1, Load(backlog, in_flight, limited), 1000.0)[0]
+    without = decide(P, PolicyState(), 1, Load(backlog, in_flight), 1000.0)[0]
+    assert with_limits.desired == without.desired

@@ -383,7 +383,8 @@ class TaskQueueController:
             self._policy = PolicyState.resumed(now_s, current)
         load = None if depths is None else Load(
             backlog=sum(d.backlog for d in depths.values()),
-            in_flight=sum(d.in_flight for d in depths.values()))
+            in_flight=sum(d.in_flight for d in depths.values()),
+            limited=sum(d.limited for d in depths.values()))
         decision, self._policy = decide(_params(spec.scaling), self._policy, current, load, now_s)
         return decision
 
@@ -495,6 +496,7 @@ class TaskQueueController:
         if seen.depths is not None:
             status["backlog"] = sum(d.backlog for d in seen.depths.values())
             status["inFlight"] = sum(d.in_flight for d in seen.depths.values())
+            status["limited"] = sum(d.limited for d in seen.depths.values())
         if self._last_scale_time:
             status["lastScaleTime"] = self._last_scale_time
         previous = self._previous_conditions(body)

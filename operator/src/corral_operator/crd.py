@@ -52,6 +52,8 @@ PRINTER_COLUMNS = [
      "description": "Tasks that could start now"},
     {"name": "In-Flight", "type": "integer", "jsonPath": ".status.inFlight",
      "description": "Tasks claimed by workers"},
+    {"name": "Limited", "type": "integer", "jsonPath": ".status.limited", "priority": 1,
+     "description": "Tasks held back by rate or concurrency limits"},
     {"name": "Replicas", "type": "integer", "jsonPath": ".status.replicas",
      "description": "Worker replicas"},
     {"name": "Desired", "type": "integer", "jsonPath": ".status.desiredReplicas",

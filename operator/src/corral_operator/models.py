@@ -479,6 +479,10 @@ class TaskQueueStatus(_Model):
         default=None, description="Tasks that could start now, over all queues.")
     in_flight: int | None = Field(
         default=None, description="Tasks claimed by workers, over all queues.")
+    limited: int | None = Field(
+        default=None,
+        description="Tasks a rate or concurrency limit holds back, over all queues: not "
+                    "in the backlog, and no reason to add replicas.")
     replicas: int | None = Field(
         default=None, description="Replicas of the worker Deployment.")
     ready_replicas: int | None = Field(default=None, description="Ready worker pods.")

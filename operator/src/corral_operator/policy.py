@@ -6,10 +6,14 @@ One decision, in order:
 1. Paused: hold the current count. No metrics (Redis unreachable): hold it too,
    within [min_replicas, max_replicas]; a missing metric never scales anything,
    least of all to zero.
-2. ``load = backlog + in_flight``; ``raw = ceil(load / target_per_replica)``.
+2. ``load = backlog + in_flight``; ``raw = ceil(load / target_per_replica)``. Tasks a
+   rate or concurrency limit holds back (``limited``) are not in the load: more
+   replicas would not run them sooner. What a concurrency limit lets run is in
+   ``in_flight`` (its slots), so the limit caps the replicas its backlog asks for.
 3. From zero, the load must reach ``activation_backlog`` before one replica starts.
 4. With ``min_replicas == 0``, a running Deployment keeps at least one replica
-   until the load has been zero for ``cooldown_s``; then it goes straight to zero.
+   until the load (and the limited count) has been zero for ``cooldown_s``; then it
+   goes straight to zero.
 5. Tolerance: while the load per replica is within 10% of the target, keep the
    current count (no flapping around a boundary).
 6. Clamp to ``[min_replicas, max_replicas]``.
@@ -39,6 +43,8 @@ class Reason(StrEnum):
     AT_MAX_REPLICAS = "AtMaxReplicas"
     PAUSED = "Paused"
     METRICS_UNAVAILABLE = "MetricsUnavailable"
+    # Counted with the tasks the limits hold back, more replicas would be wanted.
+    HELD_BY_LIMITS = "HeldByLimits"
     # Set after the policy, by corral_operator.busy and .capacity.
     WAITING_FOR_BUSY_PODS = "WaitingForBusyPods"
     CAPACITY_PENDING = "CapacityPending"
@@ -60,6 +66,7 @@ class ScalingParams:
 class Load:
     backlog: int
     in_flight: int
+    limited: int = 0  # held back by rate or concurrency limits: not part of the load
 
     @property
     def total(self) -> int:
@@ -109,9 +116,11 @@ def decide(
                             "no queue metrics; holding the replica count")
         return decision, state
 
-    last_active_s = now_s if load.total > 0 or state.last_active_s is None else state.last_active_s
+    # Tasks held back by limits are work to come: a queue with them is not idle.
+    busy = load.total > 0 or load.limited > 0
+    last_active_s = now_s if busy or state.last_active_s is None else state.last_active_s
     idle_s = now_s - last_active_s
-    if current > 0 and params.min_replicas == 0 and load.total == 0 and idle_s >= params.cooldown_s:
+    if current > 0 and params.min_replicas == 0 and not busy and idle_s >= params.cooldown_s:
         decision = Decision(current, 0, 0, Reason.SCALE_TO_ZERO,
                             f"queues idle for {idle_s:.0f}s (cooldown {params.cooldown_s:.0f}s)")
         return decision, PolicyState(((now_s, 0),), last_active_s)
@@ -126,7 +135,10 @@ def decide(
     desired = min(max(desired, params.min_replicas), params.max_replicas)
 
     reason = _reason(current, desired, recommended, raw, params, note)
-    message = (f"backlog {load.backlog} + in flight {load.in_flight} = {load.total}, "
+    if reason is Reason.STABLE and _held_by_limits(params, load, raw):
+        reason = Reason.HELD_BY_LIMITS
+    held = f" ({load.limited} more held back by limits)" if load.limited else ""
+    message = (f"backlog {load.backlog} + in flight {load.in_flight} = {load.total}{held}, "
                f"target {params.target_per_replica} per replica: {raw} wanted, "
                f"{recommended} recommended, {desired} desired")
     new_state = replace(state, recommendations=window, last_active_s=last_active_s)
@@ -146,6 +158,12 @@ def _recommend(params: ScalingParams, current: int, load: Load, raw: int) -> tup
     if raw != current and abs(load.total - capacity) <= params.tolerance * capacity + 1e-9:
         return current, Reason.WITHIN_TOLERANCE
     return max(raw, 1), Reason.STABLE
+
+
+def _held_by_limits(params: ScalingParams, load: Load, raw: int) -> bool:
+    """Whether the limits alone keep the replica count down."""
+    with_limited = math.ceil((load.total + load.limited) / params.target_per_replica)
+    return load.limited > 0 and min(with_limited, params.max_replicas) > raw
 
 
 def _recent(
