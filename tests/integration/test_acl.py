@@ -9,7 +9,7 @@ import os
 import shlex
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -61,14 +61,6 @@ async def users(redis_url: str, redis_conn: redis.asyncio.Redis) -> AsyncIterato
     yield urls
     for role in Role:
         await redis_conn.execute_command("ACL", "DELUSER", f"test-{role.value}")
-
-
-@pytest.fixture
-def workers() -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for worker in started:
-        worker.close()
 
 
 def test_the_rules_name_the_queues_keys_and_channels_only() -> None:

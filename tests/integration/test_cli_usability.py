@@ -44,14 +44,6 @@ def one_error_line(result: subprocess.CompletedProcess[str], command: str) -> st
     return lines[0]
 
 
-@pytest.fixture
-def workers() -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for worker in started:
-        worker.close()
-
-
 # -- defect 2: a default worker id per process -------------------------------------------
 
 async def test_two_workers_on_one_host_have_two_registry_entries(

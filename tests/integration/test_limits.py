@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import pytest
@@ -38,14 +38,6 @@ async def limited_client(redis_url: str) -> Client:
     client = Client.from_url(redis_url, app=app)
     yield client  # type: ignore[misc]
     await client.close()
-
-
-@pytest.fixture
-def workers() -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for worker in started:
-        worker.close()
 
 
 def _start(workers: list[WorkerProcess], url: str, count: int, *args: str) -> None:

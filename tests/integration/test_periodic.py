@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
 
 import pytest
 import redis.asyncio
@@ -90,14 +89,6 @@ async def test_a_dropped_schedule_is_removed_and_not_ticked(
     ticked = await tick(scripts, old, now_ms - 10_000, now_ms, prefix=DEFAULT_PREFIX)
     assert not ticked.registered and ticked.ids == ()
     assert await redis_conn.hget(KEYS.ticks, "old") is None
-
-
-@pytest.fixture
-def workers() -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for worker in started:
-        worker.close()
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -32,14 +32,6 @@ async def teams(redis_url: str) -> AsyncIterator[tuple[Client, Client]]:
     async with Client.from_url(redis_url, app=team_a) as a, \
             Client.from_url(redis_url, app=team_b, prefix="team-b") as b:
         yield a, b
-
-
-@pytest.fixture
-def workers() -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for worker in started:
-        worker.close()
 
 
 async def test_producers_of_two_prefixes_never_meet(

@@ -8,7 +8,7 @@ import re
 import signal
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 
 import pytest
 import redis.asyncio
@@ -17,14 +17,6 @@ from corral import Client, Enqueue, TaskFailed
 from corral.depths import read_queue_depths
 from corral.keys import DEFAULT_PREFIX, queue_keys
 from tests.support.workers import WorkerProcess
-
-
-@pytest.fixture
-def workers() -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for worker in started:
-        worker.close()
 
 
 def _start(workers: list[WorkerProcess], url: str, *args: str, worker_id: str = "w1"
