@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import pytest
 import redis.asyncio
 from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.wait import WebDriverWait
 
 from corral import Client
@@ -127,14 +128,22 @@ async def test_read_only_mode_has_no_action_forms_and_refuses_actions(
         worker.close()
 
 
-def loading_next_page(driver: webdriver.Chrome) -> WebElement:
-    """The current page's root, to wait on with :func:`next_page` after a click: reading
-    the page before the browser has left it would find the old elements."""
-    return driver.find_element(By.TAG_NAME, "html")
+def loading_next_page(driver: webdriver.Chrome) -> str:
+    """Mark the current page, to wait on with :func:`next_page` after a click: reading
+    the page before the browser has left it would find the old elements. The mark lives
+    in ``window``, which a newly loaded document does not share (an element handle's
+    staleness is reported differently by each Chromium release)."""
+    mark = uuid.uuid4().hex
+    driver.execute_script("window.corralPageMark = arguments[0];", mark)
+    return mark
 
 
-def next_page(driver: webdriver.Chrome, old: WebElement) -> None:
-    WebDriverWait(driver, 30).until(staleness_of(old))
+def next_page(driver: webdriver.Chrome, old: str) -> None:
+    # A script run while the browser is between documents may fail: ask again.
+    wait = WebDriverWait(driver, 30, ignored_exceptions=(WebDriverException,))
+    wait.until(lambda d: d.execute_script(
+        "return document.readyState === 'complete' && window.corralPageMark !== arguments[0];",
+        old))
 
 
 def click(driver: webdriver.Chrome, element: WebElement) -> None:
