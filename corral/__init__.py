@@ -18,6 +18,7 @@ from corral.errors import (
     TaskFailed,
 )
 from corral.hooks import Middleware
+from corral.states import Status
 from corral.sync import SyncClient, SyncTaskHandle
 from corral.tasks import BoundTask, Task
 
@@ -34,6 +35,7 @@ __all__ = [
     "Middleware",
     "Progress",
     "QueueDepth",
+    "Status",
     "SyncClient",
     "SyncTaskHandle",
     "Task",

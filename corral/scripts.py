@@ -1,10 +1,11 @@
 """The Lua scripts that change queue state atomically, loaded once per client.
 
-Each script is ``_lua/prelude.lua`` (the key layout, the priority clamp, Redis's clock
-in ms, publishing, retention: the rules every script shares, written once), then the
-defaults below, then the script's own text. Every call passes the queue's keys first
-(``QueueKeys.script_keys``) and the record keys the caller knows after them; ARGV[1]
-says whether the client talks to a Redis Cluster (shard channels)."""
+Each script is the defaults below, then ``_lua/prelude.lua`` (the key layout, the
+priority clamp, Redis's clock in ms, publishing, retention, the attempt history: the
+rules every script shares, written once), then the script's own text. Every call
+passes the queue's keys first (``QueueKeys.script_keys``) and the record keys the
+caller knows after them; ARGV[1] says whether the client talks to a Redis Cluster
+(shard channels)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 
 from corral.connection import is_cluster
+from corral.defaults import ATTEMPTS_KEPT
 from corral.keys import QueueKeys
 from corral.retention import DEFAULT_DEAD_TTL_S, DEFAULT_RESULT_TTL_S
 
@@ -69,9 +71,12 @@ def source(name: str) -> str:
         "-- Defaults, from corral/retention.py.\n"
         f"local DEFAULT_RESULT_TTL_MS = {int(DEFAULT_RESULT_TTL_S * 1000)}\n"
         f"local DEFAULT_DEAD_TTL_MS = {int(DEFAULT_DEAD_TTL_S * 1000)}\n"
+        "-- From corral/defaults.py.\n"
+        f"local ATTEMPTS_KEPT = {ATTEMPTS_KEPT}\n"
     )
     own = (_LUA / f"{name}.lua").read_text()
-    return f"{(_LUA / 'prelude.lua').read_text()}\n{defaults}\n-- {name}.lua\n{own}"
+    # The defaults first: the prelude's functions read some of them.
+    return f"{defaults}\n{(_LUA / 'prelude.lua').read_text()}\n-- {name}.lua\n{own}"
 
 
 @dataclass(frozen=True, slots=True)

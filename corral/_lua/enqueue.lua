@@ -3,7 +3,8 @@
 -- ARGV[2..] groups of six: id, name, payload, priority, delay_ms, dedupe key ('' for none).
 -- Returns the id that stands for each task: its own, or the live task with the same key.
 local now_ms = clock_ms()
-local live = {[STATE_QUEUED] = true, [STATE_SCHEDULED] = true, [STATE_RUNNING] = true}
+local live = {[STATE_QUEUED] = true, [STATE_SCHEDULED] = true, [STATE_PREFETCHED] = true,
+  [STATE_RUNNING] = true}
 local ids, wake = {}, false
 
 for i = 2, #ARGV, 6 do

@@ -13,6 +13,11 @@ local DEAD = 'd'      -- data: error;  number: dead-letter TTL in ms (0: the def
 local CANCELLED = 'c' -- data: error or ''; number: result TTL in ms
 local RETRY = 'r'     -- data: error;  number: delay in ms before the next attempt
 local REQUEUE = 'q'   -- number: 1 to give the attempt back (it was never started)
+-- Not an outcome: the task has started (sent with the outcomes, so that a start costs no
+-- round trip of its own). number: ms since it started. Its lease stays held.
+local STARTED = 'b'
+local ATTEMPT_OUTCOME = {[SUCCEEDED] = STATE_SUCCEEDED, [FAILED] = STATE_FAILED,
+  [DEAD] = STATE_DEAD, [CANCELLED] = STATE_CANCELLED, [RETRY] = 'retried', [REQUEUE] = 'requeued'}
 
 local FINAL_STATE = {[SUCCEEDED] = STATE_SUCCEEDED, [FAILED] = STATE_FAILED,
   [CANCELLED] = STATE_CANCELLED}
@@ -28,8 +33,12 @@ local wake = false
 for i = 3, #ARGV, 5 do
   local id, token, outcome, data, number = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4])
   local record = KEYS[FIRST_OWN_KEY + (i - 3) / 5]
-  local f = redis.call('HMGET', record, 'token', 'state', 'key', 'prio')
-  if f[1] ~= token then
+  local f = redis.call('HMGET', record, 'token', 'state', 'key', 'prio', 'started_ms')
+  if outcome == STARTED then
+    if f[1] == token and f[2] == STATE_PREFETCHED then
+      redis.call('HSET', record, 'state', STATE_RUNNING, 'started_ms', now_ms - (number or 0))
+    end
+  elseif f[1] ~= token then
     stale[#stale + 1] = id
   else
     released[#released + 1] = id
@@ -39,6 +48,11 @@ for i = 3, #ARGV, 5 do
       outcome, data = CANCELLED, ''
     end
     redis.call('HDEL', record, 'token')
+    if outcome ~= REQUEUE or number ~= 1 then -- a task given back never ran: no attempt
+      local error = ''
+      if outcome ~= SUCCEEDED then error = data end
+      log_attempt(record, token, f[5], now_ms, ATTEMPT_OUTCOME[outcome], error)
+    end
     if DATA_FIELD[outcome] and data ~= '' then
       redis.call('HSET', record, DATA_FIELD[outcome], data)
     end

@@ -10,6 +10,8 @@ local worker = ARGV[2]
 local lease_ms, registry_ttl_ms = tonumber(ARGV[3]), tonumber(ARGV[4])
 local cancelled_ttl_ms = tonumber(ARGV[5])
 local now_ms = clock_ms()
+local LEASE_EXPIRED = cjson.encode({type = 'LeaseExpired', traceback = '',
+  message = 'its worker stopped renewing the lease (it stopped, or lost Redis); requeued'})
 
 local n_fields = tonumber(ARGV[6])
 local first_held = 7 + 2 * n_fields
@@ -43,9 +45,10 @@ local requeued, done = 0, {}
 for i = 1, #expired do
   local id = expired[i]
   local record = task_key(id)
-  local f = redis.call('HMGET', record, 'state', 'prio', 'key')
+  local f = redis.call('HMGET', record, 'state', 'prio', 'key', 'token', 'started_ms')
   redis.call('HDEL', record, 'token')
-  if f[1] == STATE_RUNNING then
+  if CLAIMED[f[1]] then
+    log_attempt(record, f[4], f[5], now_ms, 'lease expired', LEASE_EXPIRED)
     redis.call('HSET', record, 'state', STATE_QUEUED)
     redis.call('LPUSH', ready_list(f[2]), id)
     requeued = requeued + 1

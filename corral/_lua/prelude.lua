@@ -1,4 +1,4 @@
--- Shared by every script: corral/scripts.py puts this text in front of each one, so
+-- Shared by every script: corral/scripts.py puts this text (after the defaults) in front of each one,
 -- that each rule below is written once.
 --
 -- KEYS of every script, in QueueKeys.script_keys order:
@@ -46,8 +46,11 @@ local function publish(channel, message)
   end
 end
 
--- The final states a record can reach (the client's FINAL_STATES).
+-- The states of a record (corral/states.py). Prefetched: claimed by a worker that has
+-- not started it yet (no free slot); it turns running when the worker says it started.
 local STATE_QUEUED, STATE_SCHEDULED, STATE_RUNNING = 'queued', 'scheduled', 'running'
+local STATE_PREFETCHED = 'prefetched'
+local CLAIMED = {[STATE_PREFETCHED] = true, [STATE_RUNNING] = true}
 local STATE_SUCCEEDED, STATE_FAILED, STATE_CANCELLED, STATE_DEAD =
   'succeeded', 'failed', 'cancelled', 'dead'
 
@@ -70,6 +73,19 @@ local function bury(id, key, now_ms, ttl_ms, max_dead)
     local evicted = redis.call('ZPOPMIN', DEAD, math.min(excess, 100))
     for i = 1, #evicted, 2 do redis.call('DEL', task_key(evicted[i])) end
   end
+end
+
+-- Append one ended attempt to the record's history (corral/records.py reads it): field
+-- 'attempt:<seq>' holds a JSON object; only the last ATTEMPTS_KEPT stay. The worker is
+-- the lease token's holder ('<holder>:<attempt number>'); `error` is the error as the
+-- worker encoded it (its traceback already capped), or ''.
+local function log_attempt(record, token, started_ms, now_ms, outcome, error)
+  local holder, n = string.match(token or '', '^(.*):(%d+)$')
+  local seq = redis.call('HINCRBY', record, 'attempt_seq', 1)
+  redis.call('HSET', record, 'attempt:' .. seq, cjson.encode({
+    n = tonumber(n) or 0, worker = holder or '', started_ms = tonumber(started_ms) or 0,
+    finished_ms = now_ms, outcome = outcome, error = error or ''}))
+  if seq > ATTEMPTS_KEPT then redis.call('HDEL', record, 'attempt:' .. (seq - ATTEMPTS_KEPT)) end
 end
 
 -- Drop dead-letter entries whose records have expired (a bounded number per call).

@@ -1,20 +1,23 @@
 """One queue's claimed tasks: the leases the worker holds, and the outcomes waiting to
 be sent. A lease is let go only once its outcome is recorded. Leases, not task ids, are
-the keys: the same task claimed again (its first lease ran out) is another lease."""
+the keys: the same task claimed again (its first lease ran out) is another lease.
+
+Starts go the same way: a task's record turns from prefetched to running with the next
+batch the loop sends, in order before the task's outcome."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
 
-from corral_worker.broker import Job, Lease, Outcome
+from corral_worker.broker import Ack, Job, Lease, Outcome, Started
 
 
 class AckBuffer:
     def __init__(self) -> None:
         self.held: dict[Lease, Job] = {}  # claimed and not yet acknowledged
         self._latest: dict[str, Job] = {}  # the newest lease held on each task id
-        self._pending: list[Outcome] = []
+        self._pending: list[Ack] = []
         self._wanted = asyncio.Event()
         self._closing = False
 
@@ -39,12 +42,17 @@ class AckBuffer:
         self._pending.append(outcome)
         self._wanted.set()
 
+    def started(self, job: Job) -> None:
+        """The task has started: its record says so with the next batch."""
+        self._pending.append(Started(job))
+        self._wanted.set()
+
     def close(self) -> None:
         """No more outcomes will come: next_batch() returns None once all are taken."""
         self._closing = True
         self._wanted.set()
 
-    async def next_batch(self, max_n: int) -> list[Outcome] | None:
+    async def next_batch(self, max_n: int) -> list[Ack] | None:
         """Whatever piled up, at most ``max_n``; waits while there is nothing to send."""
         while not self._pending:
             # Checked before every wait: the wake-up for closing may have been consumed
@@ -56,10 +64,12 @@ class AckBuffer:
         batch, self._pending = self._pending[:max_n], self._pending[max_n:]
         return batch
 
-    def release(self, batch: list[Outcome]) -> None:
-        """The outcomes are recorded: their leases are no longer held."""
+    def release(self, batch: list[Ack]) -> None:
+        """The outcomes are recorded: their leases are no longer held (a start's is)."""
         held, latest = self.held, self._latest
         for outcome in batch:
+            if type(outcome) is Started:
+                continue
             job = outcome.job
             held.pop(job.lease, None)
             if latest.get(job.id) is job:
