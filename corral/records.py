@@ -118,13 +118,22 @@ def attempt_of(data: bytes) -> Attempt | None:
 
 
 def history_of(fields: Mapping[bytes, bytes]) -> tuple[Attempt, ...]:
-    """The attempts in a record's fields, oldest first."""
+    """The attempts in a record's fields, oldest first. The attempt that succeeded has
+    no entry of its own (finish.lua keeps small records small): it is read from the
+    record's times, attempt count and ``worker``."""
     entries = sorted(
         (_int(name[len(_ATTEMPT_PREFIX) :].decode(errors="replace")), value)
         for name, value in fields.items()
         if name.startswith(_ATTEMPT_PREFIX)
     )
-    return tuple(a for _, value in entries if (a := attempt_of(value)) is not None)
+    history = tuple(a for _, value in entries if (a := attempt_of(value)) is not None)
+    if fields.get(b"state") == b"succeeded" and b"worker" in fields:
+        history += (Attempt(
+            number=_int(fields.get(b"attempts")), worker=_text(fields.get(b"worker")),
+            started_ms=_int(fields.get(b"started_ms")),
+            finished_ms=_int(fields.get(b"finished_ms")), outcome="succeeded",
+            error_type="", error_message="", traceback=""),)
+    return history
 
 
 def task_record(task_id: str, queue: str, fields: Mapping[bytes, bytes]) -> TaskRecord:

@@ -48,10 +48,13 @@ for i = 3, #ARGV, 5 do
       outcome, data = CANCELLED, ''
     end
     redis.call('HDEL', record, 'token')
-    if outcome ~= REQUEUE or number ~= 1 then -- a task given back never ran: no attempt
-      local error = ''
-      if outcome ~= SUCCEEDED then error = data end
-      log_attempt(record, token, f[5], now_ms, ATTEMPT_OUTCOME[outcome], error)
+    if outcome == SUCCEEDED then
+      -- Its last attempt is read from the record itself (times, attempts, worker): an
+      -- entry would be the one value over 64 bytes, turning a small record from a
+      -- listpack into a hash table at twice the memory.
+      redis.call('HSET', record, 'worker', holder_of(token))
+    elseif outcome ~= REQUEUE or number ~= 1 then -- a task given back never ran
+      log_attempt(record, token, f[5], now_ms, ATTEMPT_OUTCOME[outcome], data)
     end
     if DATA_FIELD[outcome] and data ~= '' then
       redis.call('HSET', record, DATA_FIELD[outcome], data)

@@ -76,9 +76,11 @@ local function bury(id, key, now_ms, ttl_ms, max_dead)
 end
 
 -- Append one ended attempt to the record's history (corral/records.py reads it): field
--- 'attempt:<seq>' holds a JSON object; only the last ATTEMPTS_KEPT stay. The worker is
+-- 'attempt:<seq>' holds a JSON object; only the last ATTEMPTS_KEPT stay. A succeeded
+-- attempt has no entry: the record's own fields (and 'worker') describe it. The worker is
 -- the lease token's holder ('<holder>:<attempt number>'); `error` is the error as the
 -- worker encoded it (its traceback already capped), or ''.
+local function holder_of(token) return string.match(token or '', '^(.*):%d+$') or '' end
 local function log_attempt(record, token, started_ms, now_ms, outcome, error)
   local holder, n = string.match(token or '', '^(.*):(%d+)$')
   local seq = redis.call('HINCRBY', record, 'attempt_seq', 1)

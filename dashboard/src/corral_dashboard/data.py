@@ -31,11 +31,13 @@ class WorkerRow:
     concurrency: int
     started_ms: int
     heartbeat_ms: int
+    loop_lag_ms: float = 0.0
 
     def json(self) -> dict[str, Any]:
         return {"id": self.worker_id, "queues": list(self.queues), "in_flight": self.in_flight,
                 "running": self.running, "concurrency": self.concurrency,
-                "started_ms": self.started_ms, "heartbeat_ms": self.heartbeat_ms}
+                "started_ms": self.started_ms, "heartbeat_ms": self.heartbeat_ms,
+                "loop_lag_ms": self.loop_lag_ms}
 
 
 def workers_of(depths: Iterable[QueueDepth]) -> list[WorkerRow]:
@@ -51,7 +53,7 @@ def workers_of(depths: Iterable[QueueDepth]) -> list[WorkerRow]:
         rows.append(WorkerRow(
             worker_id, tuple(queues), sum(i.in_flight for i in infos),
             sum(i.running for i in infos), latest.concurrency, latest.started_ms,
-            latest.heartbeat_ms,
+            latest.heartbeat_ms, max(i.loop_lag_ms for i in infos),
         ))
     return rows
 

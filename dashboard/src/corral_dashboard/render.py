@@ -183,12 +183,12 @@ def workers_page(view: View, workers: Sequence[WorkerRow]) -> str:
         return page(view, "Workers", "workers",
                     "<p class=muted>No live workers in the registry.</p>")
     head = ("<tr><th>Worker</th><th>Queues</th><th>In flight</th><th>Running</th>"
-            "<th>Concurrency</th><th>Started</th><th>Last heartbeat</th></tr>")
+            "<th>Concurrency</th><th>Loop lag</th><th>Started</th><th>Last heartbeat</th></tr>")
     rows = "".join(
         f'<tr data-worker="{esc(w.worker_id)}"><td>{esc(w.worker_id)}</td>'
         f"<td>{esc(', '.join(w.queues))}</td>{_cell('in_flight', w.in_flight)}"
         f"{_cell('running', w.running)}{_cell('concurrency', w.concurrency)}"
-        f"<td>{esc(when(w.started_ms))}</td>"
+        f"{_cell('loop_lag', f'{w.loop_lag_ms:.1f} ms')}<td>{esc(when(w.started_ms))}</td>"
         f"<td data-field=heartbeat>{esc(ago(view.now_ms, w.heartbeat_ms))}</td></tr>"
         for w in workers
     )

@@ -184,6 +184,7 @@ class Broker:
         """Record outcomes (and starts); returns the ids whose lease had passed to another
         worker."""
         args: list[Any] = [self.max_dead]
+        records = []
         for outcome in outcomes:
             job = outcome.job
             if type(outcome) is Started:
@@ -192,7 +193,7 @@ class Broker:
                 assert type(outcome) is Outcome
                 args += (job.id, job.token, outcome.finish.code, outcome.data,
                          outcome.wire_number())
-        records = [keys.task(outcome.job.id) for outcome in outcomes]
+            records.append(keys.task(job.id))
         async with asyncio.timeout(self.timeout_s):
             stale = await self.scripts.finish(keys, records, args)
         return [task_id.decode() for task_id in stale]
