@@ -48,12 +48,11 @@ for i = 3, #ARGV, 5 do
       outcome, data = CANCELLED, ''
     end
     redis.call('HDEL', record, 'token')
-    if outcome == SUCCEEDED then
-      -- Its last attempt is read from the record itself (times, attempts, worker): an
-      -- entry would be the one value over 64 bytes, turning a small record from a
-      -- listpack into a hash table at twice the memory.
-      redis.call('HSET', record, 'worker', holder_of(token))
-    elseif outcome ~= REQUEUE or number ~= 1 then -- a task given back never ran
+    -- A succeeded attempt has no history entry: the record's times, attempts and
+    -- 'worker' (set below) describe it; an entry would be the one value over 64 bytes,
+    -- turning a small record from a listpack into a hash table at twice the memory.
+    -- A task given back (requeue, number 1) never ran.
+    if outcome ~= SUCCEEDED and (outcome ~= REQUEUE or number ~= 1) then
       log_attempt(record, token, f[5], now_ms, ATTEMPT_OUTCOME[outcome], data)
     end
     if DATA_FIELD[outcome] and data ~= '' then
@@ -66,7 +65,8 @@ for i = 3, #ARGV, 5 do
         redis.call('HSET', record, 'finished_ms', now_ms)
         bury(id, record, now_ms, number, max_dead)
       else
-        redis.call('HSET', record, 'state', state, 'finished_ms', now_ms)
+        redis.call('HSET', record, 'state', state, 'finished_ms', now_ms,
+          'worker', holder_of(token))
         retire(record, number or 0)
       end
       if f[3] and redis.call('HGET', DEDUPE, f[3]) == id then redis.call('HDEL', DEDUPE, f[3]) end

@@ -62,7 +62,10 @@ def format_record(r: TaskRecord) -> str:
     timings = timings_text(r.times_ms)
     if timings:
         rows.append(("timings", timings))
-    rows.append(("args", r.args + (" (truncated)" if r.args_truncated else "")))
+    if r.args:
+        rows.append(("args", r.args + (" (truncated)" if r.args_truncated else "")))
+    else:  # dropped with the payload when it finished (retention)
+        rows.append(("args", "- (not kept once a task has finished)"))
     if r.result:
         rows.append(("result", r.result + (" (truncated)" if r.result_truncated else "")))
     if r.error_type or r.error_message:
