@@ -19,6 +19,7 @@ from corral.errors import (
 )
 from corral.hooks import Middleware
 from corral.scripts import PermissionDenied
+from corral.states import Status
 from corral.sync import SyncClient, SyncTaskHandle
 from corral.tasks import BoundTask, Task
 
@@ -36,6 +37,7 @@ __all__ = [
     "PermissionDenied",
     "Progress",
     "QueueDepth",
+    "Status",
     "SyncClient",
     "SyncTaskHandle",
     "Task",

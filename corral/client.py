@@ -8,7 +8,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Generic, Literal, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -27,11 +27,8 @@ from corral.serialization import (
     decode_json,
     encode_payload,
 )
+from corral.states import FINAL_STATES, Status
 
-Status = Literal[
-    "queued", "scheduled", "running", "succeeded", "failed", "cancelled", "dead", "unknown"
-]
-FINAL_STATES = frozenset({"succeeded", "failed", "cancelled", "dead"})
 R = TypeVar("R")
 _ENQUEUE_CHUNK = 500
 # enqueue.lua's arguments per task: id, name, payload, priority, delay_ms, key, limit.
@@ -250,8 +247,7 @@ class Client:
 
     async def status(self, task_id: str, *, queue: str | None = None) -> Status:
         key = queue_keys(task_queue(task_id, queue), self.prefix).task(task_id)
-        state = cast(bytes | None, await self.redis.hget(key, "state"))
-        return cast(Status, state.decode()) if state else "unknown"
+        return Status.of(cast(bytes | None, await self.redis.hget(key, "state")))
 
     async def progress(self, task_id: str, *, queue: str | None = None) -> Progress | None:
         """The latest progress the task reported, or None if it reported none."""
@@ -296,7 +292,8 @@ class Client:
         return {"state": state, "result": result, "error": error, "reason": reason}
 
     async def cancel(self, task_id: str, *, queue: str | None = None) -> bool:
-        """Cancel a queued, scheduled or running task. False when it was unknown or finished."""
+        """Cancel a queued, scheduled, prefetched or running task. False when it was
+        unknown or finished."""
         keys = queue_keys(task_queue(task_id, queue), self.prefix)
         done = await self.scripts.cancel(
             keys, [keys.task(task_id)], [task_id, int(self.result_ttl_s * 1000)]

@@ -34,6 +34,16 @@ LEASE_S = Bounded(default=30, min=2, max=86_400)
 GRACE_S = Bounded(default=30, min=0, max=86_400)
 """On SIGTERM, how long running tasks may finish."""
 
+ATTEMPTS_KEPT = 10
+"""Ended attempts a task record keeps in its history (``corral show``): the latest."""
+
+TRACEBACK_MAX_CHARS = 16_000
+"""A traceback is stored up to this long: its start and its end (the innermost frames
+and the exception), with a marker where the middle was cut."""
+
+ERROR_MESSAGE_MAX_CHARS = 4_000
+"""An error message is stored up to this long."""
+
 METRICS_PORT = 9100
 """Port of the worker's /metrics, /healthz, /readyz and /debug/tasks."""
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,9 @@ class WorkerInfo:
     queues: tuple[str, ...]
     started_ms: int
     heartbeat_ms: int
+    # The worst event loop lag the worker saw between two heartbeats: a loop blocked by
+    # a task that does not await (CPU work, a blocking call) delays every other task.
+    loop_lag_ms: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +68,8 @@ class QueueDepth:
             "limited": self.limited,
             "workers": [
                 {"id": w.worker_id, "in_flight": w.in_flight, "running": w.running,
-                 "concurrency": w.concurrency, "queues": list(w.queues)}
+                 "concurrency": w.concurrency, "queues": list(w.queues),
+                 "loop_lag_ms": w.loop_lag_ms, "heartbeat_ms": w.heartbeat_ms}
                 for w in self.workers
             ],
         }
@@ -120,4 +125,13 @@ def _worker(worker_id: str, flat: list[bytes]) -> WorkerInfo:
         queues=tuple(q for q in info.get("queues", "").split(",") if q),
         started_ms=number("started_ms"),
         heartbeat_ms=number("heartbeat_ms"),
+        loop_lag_ms=_float(info.get("loop_lag_ms", "0")),
     )
+
+
+def _float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        return 0.0
+    return value if math.isfinite(value) and value >= 0 else 0.0

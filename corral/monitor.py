@@ -60,6 +60,7 @@ class WorkerRow:
     concurrency: int
     heartbeat_age_s: float | None
     uptime_s: float | None
+    loop_lag_ms: float = 0.0  # the worst of its entries (one per queue it serves)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +148,7 @@ def _worker_row(worker_id: str, infos: list[WorkerInfo], now_ms: int) -> WorkerR
         concurrency=max(i.concurrency for i in infos),
         heartbeat_age_s=max(0.0, (now_ms - heartbeat_ms) / 1000) if heartbeat_ms else None,
         uptime_s=max(0.0, (now_ms - started_ms) / 1000) if started_ms else None,
+        loop_lag_ms=max(i.loop_lag_ms for i in infos),
     )
 
 
@@ -162,6 +164,7 @@ QUEUE_SORTS: list[tuple[str, Callable[[QueueRow], Any], bool]] = [
 WORKER_SORTS: list[tuple[str, Callable[[WorkerRow], Any], bool]] = [
     ("in flight", lambda r: (r.in_flight, r.worker_id), True),
     ("heartbeat age", lambda r: (r.heartbeat_age_s or 0.0, r.worker_id), True),
+    ("loop lag", lambda r: (r.loop_lag_ms, r.worker_id), True),
     ("id", lambda r: r.worker_id, False),
 ]
 

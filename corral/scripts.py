@@ -1,9 +1,9 @@
 """The Lua scripts that change queue state atomically, loaded once per client.
 
-Each script is ``_lua/prelude.lua`` (the key layout, the priority clamp, Redis's clock
-in ms, publishing, retention: the rules every script shares, written once) and
-``_lua/limits.lua`` (rate and concurrency limits), then the defaults below, then the
-script's own text. Every call passes the queue's keys first
+Each script is the defaults below, then ``_lua/prelude.lua`` (the key layout, the
+priority clamp, Redis's clock in ms, publishing, retention, the attempt history: the
+rules every script shares, written once) and ``_lua/limits.lua`` (rate and concurrency
+limits), then the script's own text. Every call passes the queue's keys first
 (``QueueKeys.script_keys``) and the record keys the caller knows after them; ARGV[1]
 says whether the client talks to a Redis Cluster (shard channels)."""
 
@@ -21,6 +21,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import NoPermissionError, NoScriptError, ResponseError
 
 from corral.connection import is_cluster
+from corral.defaults import ATTEMPTS_KEPT
 from corral.errors import CorralError
 from corral.keys import QueueKeys
 from corral.retention import DEFAULT_DEAD_TTL_S, DEFAULT_RESULT_TTL_S
@@ -154,8 +155,11 @@ def source(name: str) -> str:
         "-- Defaults, from corral/retention.py.\n"
         f"local DEFAULT_RESULT_TTL_MS = {int(DEFAULT_RESULT_TTL_S * 1000)}\n"
         f"local DEFAULT_DEAD_TTL_MS = {int(DEFAULT_DEAD_TTL_S * 1000)}\n"
+        "-- From corral/defaults.py.\n"
+        f"local ATTEMPTS_KEPT = {ATTEMPTS_KEPT}\n"
     )
-    return f"{prelude_source()}\n{defaults}\n-- {name}.lua\n{own_source(name)}"
+    # The defaults first: the prelude's functions read some of them.
+    return f"{defaults}\n{prelude_source()}\n-- {name}.lua\n{own_source(name)}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from corral.defaults import ERROR_MESSAGE_MAX_CHARS, TRACEBACK_MAX_CHARS
 from corral.errors import InvalidTask
 
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
@@ -97,7 +98,25 @@ def decode_json(data: bytes | str) -> Any:
 
 
 def encode_error(type_name: str, message: str, traceback: str = "") -> bytes:
-    return _encoder.encode({"type": type_name, "message": message, "traceback": traceback}).encode()
+    """The stored form of an error, its message and traceback capped in size (a task
+    record keeps several)."""
+    return _encoder.encode({
+        "type": type_name,
+        "message": cap_text(message, ERROR_MESSAGE_MAX_CHARS),
+        "traceback": cap_text(traceback, TRACEBACK_MAX_CHARS),
+    }).encode()
+
+
+def cap_text(text: str, max_chars: int) -> str:
+    """``text`` if it fits in ``max_chars``, else its first quarter and its last part
+    around a marker saying how much was cut: a traceback's end names the exception."""
+    if len(text) <= max_chars:
+        return text
+    head = max_chars // 4
+    longest_marker = len(f"\n[... {len(text)} characters cut ...]\n")
+    tail = max(0, max_chars - head - longest_marker)
+    marker = f"\n[... {len(text) - head - tail} characters cut ...]\n"
+    return text[:head] + marker + text[len(text) - tail:]
 
 
 def decode_error(data: bytes | None) -> dict[str, str]:

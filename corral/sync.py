@@ -11,7 +11,8 @@ from types import TracebackType
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 
 from corral.app import App
-from corral.client import Client, Enqueue, Progress, Status, TaskHandle
+from corral.client import Client, Enqueue, Progress, TaskHandle
+from corral.states import Status
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -1,13 +1,13 @@
 -- Cancel one task. Queued: its record says so and its id goes into the cancelled set;
 -- the id stays in its ready list (removing it would scan the list) and the claim
 -- script drops it. Scheduled: it leaves the scheduled set. Either way it never runs.
--- Running: its worker is told on the cancel channel (and again at its next heartbeat).
+-- Prefetched or running: its worker is told on the cancel channel (and again at its next heartbeat).
 -- KEYS[FIRST_OWN_KEY] the task's record. ARGV[2] id, ARGV[3] ttl_ms of the record.
--- Returns 1 when the task was queued, scheduled or running and is now cancelled, else 0.
+-- Returns 1 when the task was queued, scheduled, prefetched or running and is now cancelled, else 0.
 local id, ttl_ms = ARGV[2], tonumber(ARGV[3])
 local record = KEYS[FIRST_OWN_KEY]
 local f = redis.call('HMGET', record, 'state', 'key', 'limit')
-if f[1] == STATE_RUNNING then
+if CLAIMED[f[1]] then
   redis.call('HSET', record, 'state', STATE_CANCELLED)
   publish(CANCEL_CHANNEL, id)
   return 1

@@ -1,7 +1,8 @@
 -- Claim up to ARGV[2] tasks for one worker in one atomic step: promote due
 -- scheduled tasks, pop ids from the highest priority down (FIFO within one),
--- mark them running and lease them until now + ARGV[3] ms. A task its rate or
--- concurrency limit holds back is deferred or set waiting instead (limits.lua).
+-- mark them prefetched and lease them until now + ARGV[3] ms (finish.lua marks each
+-- running when the worker starts it). A task its rate or concurrency limit holds
+-- back is deferred or set waiting instead (limits.lua).
 -- No record keys: the ids are popped here.
 -- ARGV[2] count, ARGV[3] lease_ms, ARGV[4] lease token prefix,
 -- ARGV[5] dead_ttl_ms and ARGV[6] max_dead for what cannot run (see bury).
@@ -12,7 +13,7 @@ local now_ms = clock_ms()
 local MAX_HELD_PER_CLAIM = 1000
 
 local known_states = {[STATE_QUEUED] = true, [STATE_SCHEDULED] = true,
-  [STATE_RUNNING] = true, [STATE_SUCCEEDED] = true, [STATE_FAILED] = true,
+  [STATE_PREFETCHED] = true, [STATE_RUNNING] = true, [STATE_SUCCEEDED] = true, [STATE_FAILED] = true,
   [STATE_CANCELLED] = true, [STATE_DEAD] = true}
 
 local due = redis.call('ZRANGEBYSCORE', SCHEDULED, '-inf', now_ms, 'LIMIT', 0, 1000)
@@ -67,7 +68,7 @@ for p = PRIORITIES, 1, -1 do
         local attempts = tonumber(f[5]) or 0
         if attempts ~= attempts or attempts < 0 or attempts > 1e9 then attempts = 0 end
         attempts = math.floor(attempts) + 1
-        redis.call('HSET', task_key(id), 'state', STATE_RUNNING, 'attempts', attempts,
+        redis.call('HSET', task_key(id), 'state', STATE_PREFETCHED, 'attempts', attempts,
           'token', holder .. ':' .. attempts, 'started_ms', now_ms)
         leases[#leases + 1] = deadline_ms
         leases[#leases + 1] = id

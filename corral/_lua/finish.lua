@@ -13,6 +13,11 @@ local DEAD = 'd'      -- data: error;  number: dead-letter TTL in ms (0: the def
 local CANCELLED = 'c' -- data: error or ''; number: result TTL in ms
 local RETRY = 'r'     -- data: error;  number: delay in ms before the next attempt
 local REQUEUE = 'q'   -- number: 1 to give the attempt back (it was never started)
+-- Not an outcome: the task has started (sent with the outcomes, so that a start costs no
+-- round trip of its own). number: ms since it started. Its lease stays held.
+local STARTED = 'b'
+local ATTEMPT_OUTCOME = {[SUCCEEDED] = STATE_SUCCEEDED, [FAILED] = STATE_FAILED,
+  [DEAD] = STATE_DEAD, [CANCELLED] = STATE_CANCELLED, [RETRY] = 'retried', [REQUEUE] = 'requeued'}
 
 local FINAL_STATE = {[SUCCEEDED] = STATE_SUCCEEDED, [FAILED] = STATE_FAILED,
   [CANCELLED] = STATE_CANCELLED}
@@ -28,8 +33,12 @@ local wake = false
 for i = 3, #ARGV, 5 do
   local id, token, outcome, data, number = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4])
   local record = KEYS[FIRST_OWN_KEY + (i - 3) / 5]
-  local f = redis.call('HMGET', record, 'token', 'state', 'key', 'prio', 'limit')
-  if f[1] ~= token then
+  local f = redis.call('HMGET', record, 'token', 'state', 'key', 'prio', 'limit', 'started_ms')
+  if outcome == STARTED then
+    if f[1] == token and f[2] == STATE_PREFETCHED then
+      redis.call('HSET', record, 'state', STATE_RUNNING, 'started_ms', now_ms - (number or 0))
+    end
+  elseif f[1] ~= token then
     stale[#stale + 1] = id
   else
     released[#released + 1] = id
@@ -40,6 +49,13 @@ for i = 3, #ARGV, 5 do
       outcome, data = CANCELLED, ''
     end
     redis.call('HDEL', record, 'token')
+    -- A succeeded attempt has no history entry: the record's times, attempts and
+    -- 'worker' (set below) describe it; an entry would be the one value over 64 bytes,
+    -- turning a small record from a listpack into a hash table at twice the memory.
+    -- A task given back (requeue, number 1) never ran.
+    if outcome ~= SUCCEEDED and (outcome ~= REQUEUE or number ~= 1) then
+      log_attempt(record, token, f[6], now_ms, ATTEMPT_OUTCOME[outcome], data)
+    end
     if DATA_FIELD[outcome] and data ~= '' then
       redis.call('HSET', record, DATA_FIELD[outcome], data)
     end
@@ -50,7 +66,8 @@ for i = 3, #ARGV, 5 do
         redis.call('HSET', record, 'finished_ms', now_ms)
         bury(id, record, now_ms, number, max_dead)
       else
-        redis.call('HSET', record, 'state', state, 'finished_ms', now_ms)
+        redis.call('HSET', record, 'state', state, 'finished_ms', now_ms,
+          'worker', holder_of(token))
         retire(record, number or 0)
       end
       if f[3] and redis.call('HGET', DEDUPE, f[3]) == id then redis.call('HDEL', DEDUPE, f[3]) end

@@ -10,6 +10,8 @@ local worker = ARGV[2]
 local lease_ms, registry_ttl_ms = tonumber(ARGV[3]), tonumber(ARGV[4])
 local cancelled_ttl_ms = tonumber(ARGV[5])
 local now_ms = clock_ms()
+local LEASE_EXPIRED = cjson.encode({type = 'LeaseExpired', traceback = '',
+  message = 'its worker stopped renewing the lease (it stopped, or lost Redis); requeued'})
 
 local n_fields = tonumber(ARGV[6])
 local first_held = 7 + 2 * n_fields
@@ -45,10 +47,11 @@ local requeued, done, limits_woke = 0, {}, false
 for i = 1, #expired do
   local id = expired[i]
   local record = task_key(id)
-  local f = redis.call('HMGET', record, 'state', 'prio', 'key', 'limit')
+  local f = redis.call('HMGET', record, 'state', 'prio', 'key', 'limit', 'token', 'started_ms')
   redis.call('HDEL', record, 'token')
   if f[4] and limit_release(id, f[4], now_ms) then limits_woke = true end
-  if f[1] == STATE_RUNNING then
+  if CLAIMED[f[1]] then
+    log_attempt(record, f[5], f[6], now_ms, 'lease expired', LEASE_EXPIRED)
     redis.call('HSET', record, 'state', STATE_QUEUED)
     redis.call('LPUSH', ready_list(f[2]), id)
     requeued = requeued + 1

@@ -1,4 +1,4 @@
--- Shared by every script: corral/scripts.py puts this text in front of each one, so
+-- Shared by every script: corral/scripts.py puts this text (after the defaults) in front of each one,
 -- that each rule below is written once.
 --
 -- KEYS of every script, in QueueKeys.script_keys order:
@@ -46,8 +46,11 @@ local function publish(channel, message)
   end
 end
 
--- The final states a record can reach (the client's FINAL_STATES).
+-- The states of a record (corral/states.py). Prefetched: claimed by a worker that has
+-- not started it yet (no free slot); it turns running when the worker says it started.
 local STATE_QUEUED, STATE_SCHEDULED, STATE_RUNNING = 'queued', 'scheduled', 'running'
+local STATE_PREFETCHED = 'prefetched'
+local CLAIMED = {[STATE_PREFETCHED] = true, [STATE_RUNNING] = true}
 local STATE_SUCCEEDED, STATE_FAILED, STATE_CANCELLED, STATE_DEAD =
   'succeeded', 'failed', 'cancelled', 'dead'
 
@@ -72,6 +75,21 @@ local function bury(id, key, now_ms, ttl_ms, max_dead)
   end
 end
 
+-- Append one ended attempt to the record's history (corral/records.py reads it): field
+-- 'attempt:<seq>' holds a JSON object; only the last ATTEMPTS_KEPT stay. A succeeded
+-- attempt has no entry: the record's own fields (and 'worker') describe it. The worker is
+-- the lease token's holder ('<holder>:<attempt number>'); `error` is the error as the
+-- worker encoded it (its traceback already capped), or ''.
+local function holder_of(token) return string.match(token or '', '^(.*):%d+$') or '' end
+local function log_attempt(record, token, started_ms, now_ms, outcome, error)
+  local holder, n = string.match(token or '', '^(.*):(%d+)$')
+  local seq = redis.call('HINCRBY', record, 'attempt_seq', 1)
+  redis.call('HSET', record, 'attempt:' .. seq, cjson.encode({
+    n = tonumber(n) or 0, worker = holder or '', started_ms = tonumber(started_ms) or 0,
+    finished_ms = now_ms, outcome = outcome, error = error or ''}))
+  if seq > ATTEMPTS_KEPT then redis.call('HDEL', record, 'attempt:' .. (seq - ATTEMPTS_KEPT)) end
+end
+
 -- Drop dead-letter entries whose records have expired (a bounded number per call).
 local function forget_expired_dead(now_ms)
   local expired = redis.call('ZRANGEBYSCORE', DEAD, '-inf', now_ms, 'LIMIT', 0, 500)
@@ -81,7 +99,8 @@ end
 -- Store and queue one new task (the record layout every script reads); with a
 -- de-duplication key, a live task with that key stands for it instead. Returns the id
 -- that stands for the task, and whether waiting workers need a wake-up.
-local LIVE = {[STATE_QUEUED] = true, [STATE_SCHEDULED] = true, [STATE_RUNNING] = true}
+local LIVE = {[STATE_QUEUED] = true, [STATE_SCHEDULED] = true, [STATE_PREFETCHED] = true,
+  [STATE_RUNNING] = true}
 local function enqueue_task(record, id, name, payload, priority, delay_ms, key, limit, now_ms)
   if key ~= '' then
     local other = redis.call('HGET', DEDUPE, key)

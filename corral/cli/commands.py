@@ -23,20 +23,22 @@ from corral.cli.args import (
     url_of,
 )
 from corral.cli.dlq import add_dlq
+from corral.cli.show import SHOW_HELP, show
 from corral.cli.top import add_top, run_top
-from corral.client import FINAL_STATES, Client, task_queue
+from corral.client import Client, task_queue
 from corral.connection import connect
 from corral.depths import QueueDepth, read_queue_depths
 from corral.errors import TaskCancelled, TaskFailed
 from corral.schedules import Registered, registered
+from corral.states import FINAL_STATES, Status
 
 QUEUE_OF_ID_HELP = ("the task's queue (default: the queue named in the id; ids made before "
                     "ids named their queue need it unless the queue is 'default')")
 
 
 def register(subcommands: Subcommands) -> None:
-    for add in (_add_enqueue, _add_status, _add_cancel, _add_result, _add_inspect, add_top,
-                add_dlq, add_acl):
+    for add in (_add_enqueue, _add_status, _add_show, _add_cancel, _add_result, _add_inspect,
+                add_top, add_dlq, add_acl):
         add(subcommands)
 
 
@@ -77,9 +79,15 @@ def _add_status(subcommands: Subcommands) -> None:
     command.set_defaults(run=status)
 
 
+def _add_show(subcommands: Subcommands) -> None:
+    command = _one_task_parser(subcommands, "show", SHOW_HELP)
+    command.add_argument("--json", action="store_true", help="print JSON")
+    command.set_defaults(run=show)
+
+
 def _add_cancel(subcommands: Subcommands) -> None:
     command = _one_task_parser(subcommands, "cancel",
-                               "cancel a queued, scheduled or running task")
+                               "cancel a queued, scheduled, prefetched or running task")
     command.set_defaults(run=cancel)
 
 
@@ -120,7 +128,7 @@ async def status(args: argparse.Namespace) -> int:
     async with Client.from_url(url_of(args), prefix=prefix_of(args)) as client:
         state = await client.status(args.id, queue=args.queue)
     print(state)
-    return 0 if state != "unknown" else 1
+    return 0 if state is not Status.UNKNOWN else 1
 
 
 async def cancel(args: argparse.Namespace) -> int:
@@ -130,7 +138,7 @@ async def cancel(args: argparse.Namespace) -> int:
             print(f"cancelled {args.id}")
             return 0
         state = await client.status(args.id, queue=queue)
-    if state == "unknown":
+    if state is Status.UNKNOWN:
         raise CliError(f"no task {args.id} in queue {queue!r} (unknown or expired)")
     if state in FINAL_STATES:
         raise CliError(f"task {args.id} not cancelled: already {state}")
@@ -220,5 +228,5 @@ def format_depths(depths: dict[str, QueueDepth]) -> str:
         age_s = max(0.0, (now_ms - w.heartbeat_ms) / 1000) if w.heartbeat_ms else 0.0
         lines.append(f"  {w.worker_id:<30} queue={name} in_flight={w.in_flight} "
                      f"running={w.running} concurrency={w.concurrency} "
-                     f"heartbeat={age_s:.1f}s ago")
+                     f"loop_lag={w.loop_lag_ms:.1f}ms heartbeat={age_s:.1f}s ago")
     return "\n".join(lines)

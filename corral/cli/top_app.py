@@ -18,8 +18,8 @@ from corral.monitor import QUEUE_SORTS, WORKER_SORTS, Monitor, QueueRow, View, W
 
 QUEUE_COLUMNS = ("QUEUE", "BACKLOG", "READY BY PRIORITY", "SCHEDULED", "IN FLIGHT", "DEAD",
                  "STARTED/s", "FINISHED/s", "WAIT p50", "WAIT p99")
-WORKER_COLUMNS = ("WORKER", "QUEUES", "IN FLIGHT", "RUNNING", "CONCURRENCY", "HEARTBEAT",
-                  "UP")
+WORKER_COLUMNS = ("WORKER", "QUEUES", "IN FLIGHT", "RUNNING", "CONCURRENCY", "LOOP LAG",
+                  "HEARTBEAT", "UP")
 
 
 class TopApp(App[None]):
@@ -166,7 +166,7 @@ def _queue_cells(row: QueueRow) -> list[Text]:
 
 def _worker_cells(row: WorkerRow) -> list[Text]:
     return [Text(_clean(row.worker_id)), Text(",".join(row.queues) or "-"),
-            *_right(row.in_flight, row.running, row.concurrency,
+            *_right(row.in_flight, row.running, row.concurrency, _lag(row.loop_lag_ms),
                     _age(row.heartbeat_age_s), _duration(row.uptime_s))]
 
 
@@ -186,6 +186,10 @@ def _seconds(value_s: float | None) -> str:
     if value_s is None:
         return "-"
     return f"{value_s * 1000:.0f} ms" if value_s < 1 else f"{value_s:.1f} s"
+
+
+def _lag(value_ms: float) -> str:
+    return f"{value_ms:.1f} ms" if value_ms < 1000 else f"{value_ms / 1000:.1f} s"
 
 
 def _age(value_s: float | None) -> str:

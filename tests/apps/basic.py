@@ -123,3 +123,24 @@ async def gated(record: str, task_key: str, gate: str, max_s: float = 300.0) -> 
         await asyncio.sleep(0.2)
     r.hincrby(f"{record}:finishes", task_key, 1)
     return task_key
+
+
+@app.task(name="flaky", retries=3, retry_backoff=0.05, retry_backoff_max=0.1)
+async def flaky(failures: int) -> str:
+    """Raises ValueError on its first ``failures`` attempts, then succeeds."""
+    from corral import current_task
+
+    attempt = current_task().attempt
+    if attempt <= failures:
+        raise ValueError(f"attempt {attempt} of {failures} planned failures")
+    return f"succeeded on attempt {attempt}"
+
+
+@app.task(name="hog", timeout=None)
+async def hog(seconds: float, block_s: float = 0.4) -> None:
+    """Blocks the worker's event loop for ``block_s`` at a time (CPU-bound code that never
+    awaits would), yielding briefly in between, for ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(block_s)  # noqa: ASYNC251 - blocking the loop is the point
+        await asyncio.sleep(0.01)

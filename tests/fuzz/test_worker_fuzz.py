@@ -28,7 +28,8 @@ from tests.support.workers import ROOT, WorkerProcess
 
 KEYS = queue_keys("default", DEFAULT_PREFIX)
 WELL_FORMED_ID = re.compile(rb"^[A-Za-z0-9_.:-]+$")
-KNOWN_STATES = ("queued", "scheduled", "running", "succeeded", "failed", "cancelled", "dead")
+KNOWN_STATES = ("queued", "scheduled", "prefetched", "running", "succeeded", "failed",
+                "cancelled", "dead")
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 
@@ -236,6 +237,9 @@ async def test_cancel_from_the_task_page(redis_url: str, client: Client,
     try:
         running = await client.enqueue("sleep", [120])
         await wait_in_flight(client, "default", 1)
+        async with asyncio.timeout(30):  # claimed, then marked started
+            while await running.status() != "running":  # noqa: ASYNC110 - state in Redis
+                await asyncio.sleep(0.05)
         browser = fresh_browser
         browser.get(dashboard.url)
         browser.find_element(By.CSS_SELECTOR, "#login input[name=token]").send_keys(TOKEN)

@@ -100,7 +100,7 @@ async def test_prefetched_task_whose_lease_was_taken_over_never_starts(
         blocker = await client.enqueue("sleep", [60])
         await _until(lambda: _is(redis_conn, blocker.id, "running"))
         taken = await client.enqueue("record", ["taken"])
-        await _until(lambda: _is(redis_conn, taken.id, "running"))  # claimed, prefetched
+        await _until(lambda: _is(redis_conn, taken.id, "prefetched"))  # claimed, not started
         await redis_conn.hset(KEYS.task(taken.id), "token", "another-worker:1")
         await _heartbeats(redis_conn, "in-process", 2)
         assert await blocker.cancel()

@@ -4,6 +4,8 @@ driven by textual's own test harness, and the real command in a tmux pseudo-term
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Iterator
@@ -147,21 +149,44 @@ async def test_top_view_sorts_and_filters(
     assert app.return_code in (0, None)
 
 
+# A worker row's loop lag: the cell before the heartbeat's age ("0.4 s ago").
+_LAG = re.compile(r"(\d+\.\d) (ms|s) +[\d.]+ (?:s|min|h) ago")
+
+
+def _lag_ms(screen: str, worker_id: str) -> float | None:
+    for line in screen.splitlines():
+        if worker_id in line and (match := _LAG.search(line)):
+            value = float(match[1])
+            return value if match[2] == "ms" else value * 1000
+    return None
+
+
 async def test_corral_top_in_a_real_terminal(
     redis_url: str, client: Client, worker_procs: list[WorkerProcess]
 ) -> None:
     await _backlog_and_a_busy_worker(redis_url, client, worker_procs)
+    # A task that blocks its worker's event loop 0.4 s at a time: a lag top must show.
+    worker_procs.append(WorkerProcess(redis_url, worker_id="lag-worker",
+                                      args=["--queues", "hogs"]).wait_started())
+    await client.enqueue("hog", [120], queue="hogs")
     terminal = Terminal([sys.executable, "-m", "corral", "top", "--interval", "0.3",
                          "--redis-url", redis_url])
     try:
         async def drawn() -> bool:
             screen = terminal.screen()
-            return "top-worker" in screen and "p7=4" in screen
+            lag_ms = _lag_ms(screen, "lag-worker")
+            return ("top-worker" in screen and "p7=4" in screen and lag_ms is not None
+                    and lag_ms >= 100)
 
-        await _until(drawn, "the view in the terminal")
+        await _until(drawn, "the view in the terminal, with the hog's loop lag")
         screen = terminal.screen()
-        for heading in ("QUEUE", "BACKLOG", "IN FLIGHT", "FINISHED/s", "WAIT p99", "HEARTBEAT"):
+        for heading in ("QUEUE", "BACKLOG", "IN FLIGHT", "FINISHED/s", "WAIT p99", "LOOP LAG",
+                        "HEARTBEAT"):
             assert heading in screen
+        assert _lag_ms(screen, "top-worker") is not None  # every worker has one
+        inspected = json.loads(corral("inspect", "--json", url=redis_url).stdout)
+        [entry] = inspected["hogs"]["workers"]
+        assert entry["id"] == "lag-worker" and entry["loop_lag_ms"] >= 100
         terminal.send("q")
 
         async def exited() -> bool:

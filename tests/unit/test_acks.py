@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from corral_worker.acks import AckBuffer, lost_leases
-from corral_worker.broker import Job, Outcome
+from corral_worker.broker import Job, Outcome, Started
 from corral_worker.outcome import Finish
 
 
@@ -46,3 +46,19 @@ def test_lost_ids_are_matched_to_the_older_copy_first() -> None:
     assert lost_leases([old, other, new], ["a", "a"]) == [old, new]
     assert lost_leases([old, other, new], ["b"]) == [other]
     assert lost_leases([old, other, new], []) == []
+
+
+async def test_a_start_goes_out_before_the_outcome_and_keeps_the_lease() -> None:
+    acks = AckBuffer()
+    job = _job("a", 1)
+    acks.hold(job)
+    acks.started(job)
+    batch = await acks.next_batch(10)
+    assert batch is not None and [type(item) for item in batch] == [Started]
+    acks.release(batch)
+    assert list(acks.held.values()) == [job]  # still running: the lease stays held
+    acks.add(Outcome(job, Finish.SUCCEEDED))
+    batch = await acks.next_batch(10)
+    assert batch is not None
+    acks.release(batch)
+    assert acks.held == {}

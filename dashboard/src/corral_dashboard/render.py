@@ -16,7 +16,9 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from corral.admin import DeadTask
 from corral.depths import QueueDepth
-from corral_dashboard.data import TaskRecord, WorkerRow
+from corral.records import Attempt, TaskRecord, ran_text, timings_text
+from corral.states import LIVE_STATES
+from corral_dashboard.data import WorkerRow
 from corral_dashboard.sampler import Sample
 from corral_dashboard.security import CSRF_FIELD
 
@@ -181,19 +183,16 @@ def workers_page(view: View, workers: Sequence[WorkerRow]) -> str:
         return page(view, "Workers", "workers",
                     "<p class=muted>No live workers in the registry.</p>")
     head = ("<tr><th>Worker</th><th>Queues</th><th>In flight</th><th>Running</th>"
-            "<th>Concurrency</th><th>Started</th><th>Last heartbeat</th></tr>")
+            "<th>Concurrency</th><th>Loop lag</th><th>Started</th><th>Last heartbeat</th></tr>")
     rows = "".join(
         f'<tr data-worker="{esc(w.worker_id)}"><td>{esc(w.worker_id)}</td>'
         f"<td>{esc(', '.join(w.queues))}</td>{_cell('in_flight', w.in_flight)}"
         f"{_cell('running', w.running)}{_cell('concurrency', w.concurrency)}"
-        f"<td>{esc(when(w.started_ms))}</td>"
+        f"{_cell('loop_lag', f'{w.loop_lag_ms:.1f} ms')}<td>{esc(when(w.started_ms))}</td>"
         f"<td data-field=heartbeat>{esc(ago(view.now_ms, w.heartbeat_ms))}</td></tr>"
         for w in workers
     )
     return page(view, "Workers", "workers", f"<table id=workers>{head}{rows}</table>")
-
-
-_CANCELLABLE = frozenset({"queued", "scheduled", "running", "prefetched"})
 
 
 def task_page(view: View, task_id: str, record: TaskRecord | None,
@@ -220,7 +219,7 @@ def _record(view: View, r: TaskRecord) -> str:
         rows.append(("De-duplication key", esc(r.key)))
     for name, ms in r.times_ms.items():
         rows.append((_TIME_LABELS.get(name, name), esc(when(ms))))
-    timings = _timings(r.times_ms)
+    timings = timings_text(r.times_ms)
     if timings:
         rows.append(("Timings", esc(timings)))
     rows.append(("Arguments", _pre(r.args, r.args_truncated, "args")))
@@ -233,34 +232,32 @@ def _record(view: View, r: TaskRecord) -> str:
         rows.append(("Traceback", f"<pre id=traceback>{esc(r.traceback)}</pre>"))
     table = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
     actions = ""
-    if view.can_act and r.state in _CANCELLABLE:
+    if view.can_act and r.state in LIVE_STATES:
         actions = form(view, "/actions/cancel", "Cancel this task",
                        {"id": r.id, "queue": r.queue}, confirm=f"Cancel task {r.id}?")
-    return f"<table class=record id=record>{table}</table>{actions}"
+    return f"<table class=record id=record>{table}</table>{_history(r.history)}{actions}"
 
 
 _TIME_LABELS = {"enq_ms": "Enqueued", "ready_ms": "Ready from", "started_ms": "Started",
                 "finished_ms": "Finished", "dead_ms": "Dead since"}
 
 
-def _timings(times_ms: dict[str, int]) -> str:
-    """How long the last attempt waited and ran, from the stored times."""
-    parts = []
-    ready_ms, started_ms = times_ms.get("ready_ms"), times_ms.get("started_ms")
-    finished_ms = times_ms.get("finished_ms")
-    if ready_ms and started_ms and started_ms >= ready_ms:
-        parts.append(f"waited {_duration(started_ms - ready_ms)}")
-    if started_ms and finished_ms and finished_ms >= started_ms:
-        parts.append(f"ran {_duration(finished_ms - started_ms)}")
-    return ", ".join(parts)
-
-
-def _duration(ms: int) -> str:
-    if ms < 1000:
-        return f"{ms} ms"
-    if ms < 120_000:
-        return f"{ms / 1000:.1f} s"
-    return f"{ms / 60_000:.1f} min"
+def _history(history: Sequence[Attempt]) -> str:
+    """The ended attempts, newest first: who ran each, when, and how it ended."""
+    if not history:
+        return ""
+    rows = []
+    for a in reversed(history):
+        error = f"{a.error_type}: {a.error_message}" if a.error_type else ""
+        tb = (f"<details><summary>traceback</summary><pre class=traceback>{esc(a.traceback)}"
+              "</pre></details>") if a.traceback else ""
+        rows.append(
+            f"<tr class=attempt><td class=num>{a.number}</td><td>{esc(a.worker)}</td>"
+            f"<td>{esc(when(a.started_ms))}</td><td>{esc(ran_text(a) or '-')}</td>"
+            f"<td>{esc(a.outcome)}</td><td><code>{esc(error)}</code>{tb}</td></tr>")
+    head = ("<tr><th>#</th><th>Worker</th><th>Started</th><th>Ran</th><th>Outcome</th>"
+            "<th>Error</th></tr>")
+    return f"<h3>Attempts</h3><table class=attempts id=attempts>{head}{''.join(rows)}</table>"
 
 
 def _pre(text: str, truncated: bool, element_id: str) -> str:

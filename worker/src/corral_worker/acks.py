@@ -1,22 +1,33 @@
 """One queue's claimed tasks: the leases the worker holds, and the outcomes waiting to
 be sent. A lease is let go only once its outcome is recorded. Leases, not task ids, are
-the keys: the same task claimed again (its first lease ran out) is another lease."""
+the keys: the same task claimed again (its first lease ran out) is another lease.
+
+Starts go the same way: a task's record turns from prefetched to running with a batch
+the loop sends, before the task's outcome. Starts are sent together START_WAIT_S after
+the first of them, leaving out tasks that have ended by then (their outcome is recorded
+straight from prefetched): short tasks cost no more than a list append, and the start
+of a long one shows within that time plus a round trip."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
 
-from corral_worker.broker import Job, Lease, Outcome
+from corral_worker.broker import Ack, Job, Lease, Outcome, Started
+
+START_WAIT_S = 0.05
 
 
 class AckBuffer:
     def __init__(self) -> None:
         self.held: dict[Lease, Job] = {}  # claimed and not yet acknowledged
         self._latest: dict[str, Job] = {}  # the newest lease held on each task id
-        self._pending: list[Outcome] = []
+        self._pending: list[Ack] = []
         self._wanted = asyncio.Event()
         self._closing = False
+        self._starts: list[Job] = []  # started, not yet said so
+        self._start_wake: asyncio.TimerHandle | None = None
+        self._starts_due = False
 
     def __len__(self) -> int:
         """Outcomes waiting to be sent."""
@@ -39,14 +50,36 @@ class AckBuffer:
         self._pending.append(outcome)
         self._wanted.set()
 
+    def started(self, job: Job) -> None:
+        """The task has started: its record says so with the next batch."""
+        self._starts.append(job)
+        if self._start_wake is None:
+            self._start_wake = asyncio.get_running_loop().call_later(
+                START_WAIT_S, self._wake_for_starts)
+
+    def _wake_for_starts(self) -> None:
+        self._start_wake = None
+        self._starts_due = True
+        self._wanted.set()
+
+    def _due_starts(self) -> list[Ack]:
+        if not self._starts_due:
+            return []
+        self._starts_due = False
+        jobs, self._starts = self._starts, []
+        return [Started(job) for job in jobs if not job.settled]
+
     def close(self) -> None:
         """No more outcomes will come: next_batch() returns None once all are taken."""
         self._closing = True
         self._wanted.set()
 
-    async def next_batch(self, max_n: int) -> list[Outcome] | None:
+    async def next_batch(self, max_n: int) -> list[Ack] | None:
         """Whatever piled up, at most ``max_n``; waits while there is nothing to send."""
-        while not self._pending:
+        while True:
+            starts = self._due_starts()
+            if starts or self._pending:
+                break
             # Checked before every wait: the wake-up for closing may have been consumed
             # while the last batch was being sent.
             if self._closing:
@@ -54,12 +87,14 @@ class AckBuffer:
             await self._wanted.wait()
             self._wanted.clear()
         batch, self._pending = self._pending[:max_n], self._pending[max_n:]
-        return batch
+        return starts + batch if starts else batch
 
-    def release(self, batch: list[Outcome]) -> None:
-        """The outcomes are recorded: their leases are no longer held."""
+    def release(self, batch: list[Ack]) -> None:
+        """The outcomes are recorded: their leases are no longer held (a start's is)."""
         held, latest = self.held, self._latest
         for outcome in batch:
+            if type(outcome) is Started:
+                continue
             job = outcome.job
             held.pop(job.lease, None)
             if latest.get(job.id) is job:

@@ -118,6 +118,25 @@ class Outcome:
         return self.ttl_ms
 
 
+class Started:
+    """A claimed task has started: finish.lua turns its record from prefetched to
+    running. Sent with the outcomes (no round trip of its own); its lease stays held."""
+
+    __slots__ = ("job",)
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+
+    def age_ms(self) -> int:
+        """How long ago it started (0 for a plain function still waiting for a thread)."""
+        started_at = self.job.started_at
+        return int((time.monotonic() - started_at) * 1000) if started_at else 0
+
+
+STARTED_CODE = "b"  # finish.lua's code for a start
+Ack = Outcome | Started  # what the ack loop sends, in the order it happened
+
+
 class Broker:
     def __init__(
         self,
@@ -161,13 +180,20 @@ class Broker:
             )
         return Claimed(jobs, int(reply[0]), int(reply[1]))
 
-    async def finish(self, keys: QueueKeys, outcomes: Sequence[Outcome]) -> list[str]:
-        """Record outcomes; returns the ids whose lease had passed to another worker."""
+    async def finish(self, keys: QueueKeys, outcomes: Sequence[Ack]) -> list[str]:
+        """Record outcomes (and starts); returns the ids whose lease had passed to another
+        worker."""
         args: list[Any] = [self.max_dead]
+        records = []
         for outcome in outcomes:
             job = outcome.job
-            args += (job.id, job.token, outcome.finish.code, outcome.data, outcome.wire_number())
-        records = [keys.task(outcome.job.id) for outcome in outcomes]
+            if type(outcome) is Started:
+                args += (job.id, job.token, STARTED_CODE, b"", outcome.age_ms())
+            else:
+                assert type(outcome) is Outcome
+                args += (job.id, job.token, outcome.finish.code, outcome.data,
+                         outcome.wire_number())
+            records.append(keys.task(job.id))
         async with asyncio.timeout(self.timeout_s):
             stale = await self.scripts.finish(keys, records, args)
         return [task_id.decode() for task_id in stale]

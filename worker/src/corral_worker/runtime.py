@@ -31,7 +31,7 @@ from corral.serialization import (
     encode_result,
 )
 from corral_worker.acks import AckBuffer, lost_leases
-from corral_worker.broker import Broker, Job, Lease, Outcome, Upkeep, now_ms
+from corral_worker.broker import Ack, Broker, Job, Lease, Outcome, Upkeep, now_ms
 from corral_worker.http import HttpServer
 from corral_worker.listen import listen
 from corral_worker.metrics import WorkerCollector, WorkerMetrics
@@ -92,6 +92,7 @@ class Worker:
         )
         self._health = RedisHealth(self.metrics)
         self._watch = LoopWatch()
+        self._lag_peak_s = 0.0  # the worst loop lag since the last heartbeat
         self._running_jobs: dict[Lease, Job] = {}
         self._stopping = False
         self._stop_requested: asyncio.Event | None = None
@@ -362,6 +363,7 @@ class Worker:
         job.task = asyncio.create_task(
             self._execute(q, job, task_def, call), name=f"corral:task:{job.name}:{job.id}"
         )
+        q.acks.started(job)
 
     # -- running ---------------------------------------------------------------------------
 
@@ -458,7 +460,7 @@ class Worker:
                 log.warning("%d finished tasks had been taken over by another worker "
                             "(possible duplicate runs): %s", len(stale), " ".join(stale[:10]))
 
-    async def _finish(self, q: _Queue, batch: list[Outcome]) -> list[str]:
+    async def _finish(self, q: _Queue, batch: list[Ack]) -> list[str]:
         """Record a batch, retrying while Redis is away. An error Redis answers with (a
         record damaged from outside, say) cannot be retried away: the batch is sent again
         one by one, and an outcome that still fails is dropped; its lease runs out and the
@@ -518,6 +520,7 @@ class Worker:
             # All queues at once: one whose calls hang does not hold the others' leases up.
             with self._watch.pass_of("heartbeat", self._pass_deadline_s):
                 await asyncio.gather(*(self._heartbeat(q) for q in self._queues.values()))
+            self._lag_peak_s = self.metrics.event_loop_lag_s  # the next entry's window
             await asyncio.sleep(self.settings.heartbeat_s)
 
     async def _heartbeat(self, q: _Queue) -> None:
@@ -569,6 +572,7 @@ class Worker:
             "started_ms": self._started_ms,
             "heartbeat_ms": now_ms(),
             "pid": os.getpid(),
+            "loop_lag_ms": f"{self._lag_peak_s * 1000:.1f}",
         }
 
     def _apply_upkeep(self, q: _Queue, upkeep: Upkeep, held: list[Job]) -> None:
@@ -606,9 +610,9 @@ class Worker:
         while True:
             started = time.monotonic()
             await asyncio.sleep(LOOP_LAG_PROBE_S)
-            self.metrics.event_loop_lag_s = max(
-                0.0, time.monotonic() - started - LOOP_LAG_PROBE_S
-            )
+            lag_s = max(0.0, time.monotonic() - started - LOOP_LAG_PROBE_S)
+            self.metrics.event_loop_lag_s = lag_s
+            self._lag_peak_s = max(self._lag_peak_s, lag_s)
 
     # -- views --------------------------------------------------------------------------
 
