@@ -1,14 +1,13 @@
-"""One TaskQueue's control loop: read the queues, decide, reconcile the Deployment,
-report. The kopf daemon in ``handlers`` runs :meth:`TaskQueueController.run` once
-per TaskQueue, so a broken TaskQueue only ever stalls its own loop."""
+"""One TaskQueue's pass: read the queues, decide, reconcile the Deployment, report.
+The process's one scheduler (``corral_operator.scheduler``) runs the passes of
+every TaskQueue; the kopf daemon in ``handlers`` only adds a TaskQueue to it and
+takes it out again. A broken TaskQueue only ever stalls its own passes."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import math
 import time
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -24,6 +23,7 @@ from corral_operator.kube import Kube, KubeError, NotFound, ObjectRef, now_rfc33
 from corral_operator.metrics import OperatorMetrics
 from corral_operator.policy import Decision, Load, PolicyState, ScalingParams, decide
 from corral_operator.redis_io import RedisUnavailable, Server, Servers
+from corral_operator.scheduler import Prefetched, Scheduler
 from corral_operator.shards import WHOLE, Shard, stale_finalizers
 from corral_operator.workerpods import WorkerPods
 
@@ -55,6 +55,10 @@ class Runtime:
     shard: Shard = WHOLE
     clock: Callable[[], float] = time.monotonic
     controllers: dict[str, TaskQueueController] = field(default_factory=dict)
+    scheduler: Scheduler = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.scheduler = Scheduler(self.clock)
 
 
 class StopFlag(Protocol):
@@ -91,7 +95,8 @@ class TaskQueueController:
         self.owner = dep.Owner(name, namespace, uid)
         self.ref = ObjectRef(models.API_VERSION, models.KIND, name, namespace, uid)
         self._log = _Prefixed(log, {"taskqueue": f"{namespace}/{name}"})
-        self._wake = asyncio.Event()
+        # kopf's live view of the TaskQueue, given when it is scheduled.
+        self.body: Mapping[str, Any] = {}
         self._policy: PolicyState | None = None
         self._applied_generation: int | None = None
         self._spec: tuple[int | None, models.TaskQueueSpec] | None = None
@@ -119,50 +124,37 @@ class TaskQueueController:
         return self.owner.name
 
     @property
+    def uid(self) -> str:
+        return self.owner.uid
+
+    @property
     def namespace(self) -> str:
         return self.owner.namespace
 
-    # -- the loop ------------------------------------------------------------------------
+    # -- as the scheduler sees it ------------------------------------------------------
 
-    async def run(self, body: Mapping[str, Any], stopped: StopFlag) -> None:
-        """Reconcile every pollSeconds until stopped. ``body`` is kopf's live view."""
-        self._last_scale_time = (body.get("status") or {}).get("lastScaleTime")
-        stop_watch = asyncio.create_task(self._wake_when(stopped))
+    async def poll(self, prefetched: Prefetched | None = None) -> float:
+        """One pass on ``body``; a bug in it is logged and retried instead of ending
+        the TaskQueue's passes."""
         try:
-            while not stopped:
-                # Cleared before the pass, so a wake-up that comes during it is kept.
-                self._wake.clear()
-                delay_s = await self._survive(body)
-                if stopped:
-                    break
-                await self._sleep(on_grid(delay_s, self._grid_s, self.runtime.clock()))
-        finally:
-            stop_watch.cancel()
-            await asyncio.gather(stop_watch, return_exceptions=True)
-            await self.close()
-
-    async def _survive(self, body: Mapping[str, Any]) -> float:
-        """One pass; a bug in it is logged and retried instead of ending the loop."""
-        try:
-            return await self.reconcile_once(body)
+            return await self.reconcile_once(self.body, prefetched)
         except Exception:
             self._count_error("unexpected")
             self._log.exception("reconcile failed unexpectedly; retrying")
             self._failures += 1
             return self.runtime.settings.max_backoff_s
 
-    async def _sleep(self, delay_s: float) -> None:
-        """Until ``delay_s`` is over or the loop is woken (cheaper than ``wait_for``,
-        which makes a task per wait: a thousand loops wait every second)."""
-        timer = asyncio.get_running_loop().call_later(delay_s, self._wake.set)
-        try:
-            await self._wake.wait()
-        finally:
-            timer.cancel()
-
-    async def _wake_when(self, stopped: StopFlag) -> None:
-        await stopped.wait()
-        self._wake.set()
+    def planned_read(self) -> tuple[Server, Sequence[str]] | None:
+        """The server and queues of the next pass, when the spec it read last is
+        still current and its connection does not need a fresh look at a Secret."""
+        if self._server is None or self._spec is None or self._redis_source is None:
+            return None
+        generation, spec = self._spec
+        meta = self.body.get("metadata") or {}
+        if generation is None or meta.get("generation") != generation \
+                or meta.get("deletionTimestamp") or not self._connection_fresh(spec.redis):
+            return None
+        return self._server, spec.queue_names
 
     @property
     def acted_on_generation(self) -> int | None:
@@ -170,25 +162,31 @@ class TaskQueueController:
 
     def wake(self) -> None:
         """Reconcile now instead of at the next poll (the spec changed)."""
-        self._wake.set()
+        self.runtime.scheduler.wake(self.uid)
 
     def _on_queue_wake(self, queue: str) -> None:
         """Work appeared in an empty queue. Only scaling from zero waits on this: with
         replicas running, the poll scales further (and wake-ups come often)."""
         if self._replicas == 0:
-            self._wake.set()
+            self.runtime.scheduler.wake(self.uid)
 
     @property
-    def _grid_s(self) -> float:
+    def grid_s(self) -> float:
         spec = self._spec[1] if self._spec is not None else None
         return float(spec.scaling.poll_seconds) if spec is not None else 1.0
+
+    def resume(self, body: Mapping[str, Any]) -> None:
+        """Carry on from what the status says (a restarted operator)."""
+        self._last_scale_time = (body.get("status") or {}).get("lastScaleTime")
 
     async def close(self) -> None:
         await self._drop_redis()
 
-    async def reconcile_once(self, body: Mapping[str, Any]) -> float:
+    async def reconcile_once(self, body: Mapping[str, Any],
+                             prefetched: Prefetched | None = None) -> float:
         """One pass; returns the seconds until the next one. Expected failures (Redis,
-        the Kubernetes API, the spec) become a condition, a metric and a retry."""
+        the Kubernetes API, the spec) become a condition, a metric and a retry.
+        ``prefetched``: the depths the scheduler read for this pass."""
         started = self.runtime.clock()
         generation = body.get("metadata", {}).get("generation")
         self._seen_generation = generation
@@ -201,7 +199,7 @@ class TaskQueueController:
             await self._report_invalid(body, generation, _validation_message(exc))
             return self.runtime.settings.invalid_spec_retry_s
         try:
-            delay_s = await self._reconcile(body, spec, generation)
+            delay_s = await self._reconcile(body, spec, generation, prefetched)
         except KubeError as exc:
             self._failures += 1
             self._count_error("kubernetes")
@@ -213,10 +211,11 @@ class TaskQueueController:
         return delay_s
 
     async def _reconcile(
-        self, body: Mapping[str, Any], spec: models.TaskQueueSpec, generation: int | None
+        self, body: Mapping[str, Any], spec: models.TaskQueueSpec, generation: int | None,
+        prefetched: Prefetched | None,
     ) -> float:
         seen = _Observation()
-        await self._read_queues(spec, seen)
+        await self._read_queues(spec, seen, prefetched)
         seen.deployment = await self._observe_deployment()
         current = _replicas(seen.deployment)
         pods_known = await self._observe_pods(seen.depths)
@@ -285,11 +284,14 @@ class TaskQueueController:
 
     # -- redis ---------------------------------------------------------------------------
 
-    async def _read_queues(self, spec: models.TaskQueueSpec, seen: _Observation) -> None:
+    async def _read_queues(self, spec: models.TaskQueueSpec, seen: _Observation,
+                           prefetched: Prefetched | None) -> None:
         try:
             server = await self._connection(spec.redis)
             self._watch(server, tuple(spec.queue_names))
-            seen.depths = await server.depths(spec.queue_names)
+            seen.depths = _prefetched(prefetched, server, spec.queue_names)
+            if seen.depths is None:
+                seen.depths = await server.depths(spec.queue_names)
         except NotFound as exc:
             seen.redis_error, seen.redis_reason = str(exc), "SecretNotFound"
         except KubeError as exc:
@@ -309,10 +311,7 @@ class TaskQueueController:
         and then, so a changed Secret (a rotated password or CA, a moved Redis) is
         picked up."""
         now_s = self.runtime.clock()
-        fresh = now_s - self._url_read_s < self.runtime.settings.secret_refresh_s
-        from_secrets = source.url_secret_ref is not None or source.ca_secret_ref is not None
-        if self._server is not None and source == self._redis_source \
-                and (not from_secrets or fresh):
+        if self._server is not None and self._connection_fresh(source):
             return self._server
         url, ca = await self._url(source), await self._ca(source)
         self._url_read_s = now_s
@@ -323,6 +322,13 @@ class TaskQueueController:
         self._server = self.runtime.servers.acquire(url, ca)
         self._redis_source = source
         return self._server
+
+    def _connection_fresh(self, source: models.RedisSpec) -> bool:
+        """The connection of the last pass serves ``source`` without a Secret read."""
+        if source != self._redis_source:
+            return False
+        fresh = self.runtime.clock() - self._url_read_s < self.runtime.settings.secret_refresh_s
+        return fresh or (source.url_secret_ref is None and source.ca_secret_ref is None)
 
     def _watch(self, server: Server, queues: tuple[str, ...]) -> None:
         if queues != self._watched:
@@ -553,16 +559,6 @@ class TaskQueueController:
         return float(min(poll_s * 2 ** min(self._failures, 10), ceiling_s))
 
 
-def on_grid(delay_s: float, grid_s: float, now_s: float) -> float:
-    """``delay_s`` shortened so that the wait ends on a multiple of ``grid_s``: loops
-    with one pollSeconds then wake together, and their Redis reads share a round
-    trip. A pass that ran for X seconds past a grid point waits ``grid_s - X``."""
-    if grid_s <= 0:
-        return delay_s
-    next_point = math.floor(now_s / grid_s) * grid_s + grid_s
-    return max(0.0, next_point + max(0.0, delay_s - grid_s) - now_s)
-
-
 def _params(scaling: models.ScalingSpec) -> ScalingParams:
     return ScalingParams(
         min_replicas=scaling.min_replicas,
@@ -573,6 +569,19 @@ def _params(scaling: models.ScalingSpec) -> ScalingParams:
         cooldown_s=float(scaling.cooldown_seconds),
         paused=scaling.paused,
     )
+
+
+def _prefetched(prefetched: Prefetched | None, server: Server,
+                queues: Sequence[str]) -> dict[str, QueueDepth] | None:
+    """The depths the scheduler read for this pass, if it read them from this server
+    (the connection may have changed since); raises what the read raised."""
+    if prefetched is None or prefetched.server is not server:
+        return None
+    if prefetched.error is not None:
+        raise prefetched.error
+    if prefetched.depths is None or any(q not in prefetched.depths for q in queues):
+        return None
+    return {q: prefetched.depths[q] for q in queues}
 
 
 def _replicas(deployment: Body | None) -> int:
@@ -590,13 +599,18 @@ def _validation_message(exc: ValidationError) -> str:
 
 
 async def run_taskqueue(runtime: Runtime, body: Mapping[str, Any], stopped: StopFlag) -> None:
-    """The control loop of one TaskQueue, for as long as it exists."""
+    """The TaskQueue in the scheduler, for as long as its daemon runs."""
     meta = body["metadata"]
     loop = TaskQueueController(runtime, meta["name"], meta["namespace"], meta["uid"])
+    loop.body = body
+    loop.resume(body)
     runtime.controllers[meta["uid"]] = loop
+    runtime.scheduler.add(loop)
     try:
-        await loop.run(body, stopped)
+        await stopped.wait()
     finally:
+        await runtime.scheduler.remove(meta["uid"])
+        await loop.close()
         runtime.controllers.pop(meta["uid"], None)
         runtime.metrics.forget(meta["namespace"], meta["name"])
 

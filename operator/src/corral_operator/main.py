@@ -112,6 +112,7 @@ async def serve(
         try:
             await _run_kopf(config, runtime, stop_flag, ready_flag)
         finally:
+            await runtime.scheduler.close()
             await runtime.servers.close()
     finally:
         await server.stop()

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from corral.channels import Channels
 from corral.connection import connect, redact
 from corral.depths import QueueDepth, read_queue_depths
 from corral.errors import CorralError
@@ -173,29 +174,31 @@ class Server:
                 await asyncio.sleep(self._settings.subscribe_retry_s)
 
     async def _listen(self) -> None:
-        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        # Channels: shard subscriptions on a Redis 7+ Cluster, where the scripts
+        # SPUBLISH a wake-up to the queue's own shard.
+        channels = Channels(self._redis)
         subscribed: set[str] = set()
         try:
             while True:
                 wanted = {queue_keys(q).wake_channel for q in self._watchers}
                 added = wanted - subscribed
                 if added:
-                    await pubsub.subscribe(*added)
+                    await channels.subscribe(*added)
                     self._dispatch([queue_of_channel(c) for c in added])  # missed ones
                 if subscribed - wanted:
-                    await pubsub.unsubscribe(*(subscribed - wanted))
+                    await channels.unsubscribe(*(subscribed - wanted))
                 subscribed = wanted
                 self.subscribed = True
                 if not subscribed:
                     await asyncio.sleep(self._settings.resubscribe_s)
                     continue
-                message = await pubsub.get_message(timeout=self._settings.resubscribe_s)
-                if message is not None and message.get("type") == "message":
-                    self._dispatch([queue_of_channel(message["channel"].decode())])
+                message = await channels.get_within(self._settings.resubscribe_s)
+                if message is not None:
+                    self._dispatch([queue_of_channel(message[0])])
         finally:
             self.subscribed = False
             with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await channels.aclose()
 
     # -- lifecycle -------------------------------------------------------------------
 
