@@ -788,3 +788,25 @@ async def test_a_wake_up_during_a_pass_is_not_lost(runtime: ctl.Runtime,
     finally:
         await runtime.scheduler.remove(UID)
         await runtime.scheduler.close()
+
+
+async def test_with_the_pods_watched_a_steady_pass_makes_no_api_call(
+        loop: ctl.TaskQueueController, runtime: ctl.Runtime, kube: FakeKube,
+        redis_url: str) -> None:
+    spec = spec_for(redis_url, minReplicas=2)
+    await loop.reconcile_once(body(spec))
+    await loop.reconcile_once(body(spec))
+    runtime.deployments.seen("ADDED", kube.deployments["emails-worker"])
+    labels = {dep.TASKQUEUE_LABEL: NAME}
+    runtime.pods.seen(None, {"metadata": {"name": "w-a", "namespace": NS, "labels": labels}})
+    kube.calls.clear()
+    await loop.reconcile_once(body(spec))
+    assert kube.calls == ["list_pods"]  # the watch shows 1 pod of 2 replicas: listed
+    runtime.pods.seen(None, {"metadata": {"name": "w-b", "namespace": NS, "labels": labels}})
+    kube.calls.clear()
+    await loop.reconcile_once(body(spec))
+    assert kube.calls == []
+    runtime.pods.seen("DELETED", {"metadata": {"name": "w-b", "namespace": NS,
+                                               "labels": labels}})
+    await loop.reconcile_once(body(spec))
+    assert kube.calls == ["list_pods"]

@@ -18,7 +18,7 @@ from corral.errors import ConfigError
 from corral_operator import deployment as dep
 from corral_operator import models
 from corral_operator import status as st
-from corral_operator.cache import DeploymentCache, newer
+from corral_operator.cache import DeploymentCache, PodCache, newer
 from corral_operator.kube import Kube, KubeError, NotFound, ObjectRef, now_rfc3339
 from corral_operator.metrics import OperatorMetrics
 from corral_operator.policy import Decision, Load, PolicyState, ScalingParams, decide
@@ -52,6 +52,7 @@ class Runtime:
     settings: ControllerSettings = field(default_factory=ControllerSettings)
     servers: Servers = field(default_factory=Servers)
     deployments: DeploymentCache = field(default_factory=DeploymentCache)
+    pods: PodCache = field(default_factory=PodCache)
     shard: Shard = WHOLE
     clock: Callable[[], float] = time.monotonic
     controllers: dict[str, TaskQueueController] = field(default_factory=dict)
@@ -117,7 +118,7 @@ class TaskQueueController:
         self._rendered: tuple[models.TaskQueueSpec, Body] | None = None
         self._exported: tuple[Any, ...] | None = None
         self._last_scale_time: str | None = None
-        self._pods = WorkerPods(runtime.kube, self.owner)
+        self._pods = WorkerPods(runtime.kube, self.owner, runtime.pods)
 
     @property
     def name(self) -> str:
@@ -218,7 +219,7 @@ class TaskQueueController:
         await self._read_queues(spec, seen, prefetched)
         seen.deployment = await self._observe_deployment()
         current = _replicas(seen.deployment)
-        pods_known = await self._observe_pods(seen.depths)
+        pods_known = await self._observe_pods(seen.depths, current)
         decision = self._pods.hold(self._decide(spec, current, seen.depths), spec,
                                    self.runtime.clock(), pods_known and seen.depths is not None)
         scaling_down = decision.desired < current
@@ -386,9 +387,10 @@ class TaskQueueController:
 
     # -- worker pods and node autoscalers (corral_operator.workerpods) --------------------
 
-    async def _observe_pods(self, depths: Mapping[str, QueueDepth] | None) -> bool:
+    async def _observe_pods(self, depths: Mapping[str, QueueDepth] | None,
+                            replicas: int) -> bool:
         try:
-            await self._pods.observe(depths)
+            await self._pods.observe(depths, replicas)
         except KubeError as exc:
             self._count_error("pods")
             self._log.warning("could not list worker pods: %s", exc)
