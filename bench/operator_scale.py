@@ -118,15 +118,22 @@ def wait_all_reconciled(plane: ControlPlane, n: int, timeout_s: float) -> float:
 
 
 class Operator:
-    def __init__(self, plane: ControlPlane, log_path: Path, extra: list[str]) -> None:
+    def __init__(self, plane: ControlPlane, log_path: Path, extra: list[str],
+                 tracemalloc_out: Path | None = None) -> None:
         self.health_port = free_port()
+        self.tracemalloc_out = tracemalloc_out
+        env = {**plane.env(), "PYTHONUNBUFFERED": "1"}
+        command = [sys.executable, "-m", "corral"]
+        if tracemalloc_out is not None:
+            command = [sys.executable, str(REPO / "bench" / "tracemalloc_run.py")]
+            env["CORRAL_TRACEMALLOC_OUT"] = str(tracemalloc_out)
         with log_path.open("ab") as log:
             # cwd outside the checkout: its operator/ folder must not shadow the stdlib's.
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "corral", "operator", "--host", "127.0.0.1",
+                [*command, "operator", "--host", "127.0.0.1",
                  "--namespace", NAMESPACE, "--metrics-port", str(free_port()),
                  "--health-port", str(self.health_port), *extra],
-                cwd=log_path.parent, env={**plane.env(), "PYTHONUNBUFFERED": "1"},
+                cwd=log_path.parent, env=env,
                 stdout=log, stderr=subprocess.STDOUT)
         self.log_path = log_path
 
@@ -152,6 +159,17 @@ class Operator:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
         return 0
+
+    def allocations(self) -> dict[str, Any]:
+        """Live allocations by file and line (``--tracemalloc`` only)."""
+        if self.tracemalloc_out is None:
+            return {}
+        self.proc.send_signal(signal.SIGUSR2)
+        for _ in range(120):
+            time.sleep(0.5)
+            with contextlib.suppress(OSError, ValueError):
+                return dict(json.loads(self.tracemalloc_out.read_text()))
+        return {"error": "no snapshot within 60 s"}
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -410,7 +428,8 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                           "--timeout=60s")
             plane.kubectl("create", "namespace", NAMESPACE)
             baseline = control_plane_alone(plane, min(args.steady_s, 30))
-            op = Operator(plane, tmp / "operator.log", args.operator_arg)
+            op = Operator(plane, tmp / "operator.log", args.operator_arg,
+                          tmp / "tracemalloc.json" if args.tracemalloc else None)
             op.wait_healthy()
             started = time.monotonic()
             create_taskqueues(plane, args.taskqueues, server.url, args.poll_seconds)
@@ -424,6 +443,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             steady = measure_steady(plane, op, RedisCounters(conn), args.taskqueues,
                                     args.poll_seconds, args.steady_s, baseline)
             print(json.dumps(steady.__dict__, indent=1), flush=True)
+            allocations = op.allocations()
             raw = args.json.with_suffix(".profile.txt") if args.json else tmp / "profile.txt"
             prof = profile(op, args.profile_s, raw) if args.profile_s else {}
             trials = asyncio.run(run_trials(plane, server.url, args.poll_seconds, args.trials,
@@ -438,7 +458,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "operator_args": args.operator_arg, "ready_s": round(ready_s, 1),
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "cpus": os.cpu_count(),
-        "steady": steady.__dict__, "profile": prof,
+        "steady": steady.__dict__, "profile": prof, "allocations": allocations,
         "trials": {kind: {"n": len(v), **percentiles(v), "values_s": [round(x, 4) for x in v]}
                    for kind, v in trials.items()},
     }
@@ -459,6 +479,8 @@ def main() -> int:
     parser.add_argument("--operator-arg", action="append", default=[],
                         help="extra `corral operator` flag (repeatable)")
     parser.add_argument("--label", default="", help="a name for this run in the JSON")
+    parser.add_argument("--tracemalloc", action="store_true",
+                        help="trace the operator's allocations (slows it: CPU not comparable)")
     parser.add_argument("--json", type=Path, help="write the figures here as JSON")
     args = parser.parse_args()
     load_before = os.getloadavg()

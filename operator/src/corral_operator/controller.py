@@ -18,7 +18,7 @@ from corral.errors import ConfigError
 from corral_operator import deployment as dep
 from corral_operator import models
 from corral_operator import status as st
-from corral_operator.cache import DeploymentCache, PodCache, newer
+from corral_operator.cache import DeploymentCache, PodCache, newer, slim
 from corral_operator.kube import Kube, KubeError, NotFound, ObjectRef, now_rfc3339
 from corral_operator.metrics import OperatorMetrics
 from corral_operator.policy import Decision, Load, PolicyState, ScalingParams, decide
@@ -113,9 +113,10 @@ class TaskQueueController:
         self._was_reachable: bool | None = None
         self._written_status: Body | None = None
         self._written_deployment: Body | None = None
-        # The rendered Deployment of the current spec (rendering and hashing it is
-        # most of a pass's work), and the metric values last exported.
-        self._rendered: tuple[models.TaskQueueSpec, Body] | None = None
+        # The spec hash of the current spec's Deployment (rendering and hashing it
+        # is most of a pass's work; the body itself is rendered again only to be
+        # applied), and the metric values last exported.
+        self._rendered: tuple[models.TaskQueueSpec, str] | None = None
         self._exported: tuple[Any, ...] | None = None
         self._last_scale_time: str | None = None
         self._pods = WorkerPods(runtime.kube, self.owner, runtime.pods)
@@ -432,10 +433,10 @@ class TaskQueueController:
     ) -> Body:
         """Apply the rendered Deployment when it is missing, outdated or edited by
         someone else (its generation moved without us); else only patch the replicas."""
-        rendered = self._render(spec, decision.desired)
-        wanted_hash = rendered["metadata"]["annotations"][dep.SPEC_HASH_ANNOTATION]
+        wanted_hash = self._spec_hash(spec)
+        name = dep.deployment_name(self.name)
         if current is None:
-            self._log.info("creating deployment %s", rendered["metadata"]["name"])
+            self._log.info("creating deployment %s", name)
         drifted = (
             current is None
             or (current["metadata"].get("annotations") or {}).get(dep.SPEC_HASH_ANNOTATION)
@@ -443,21 +444,23 @@ class TaskQueueController:
             or current["metadata"].get("generation") != self._applied_generation
         )
         if drifted:
-            result = await self.runtime.kube.apply_deployment(rendered)
+            result = await self.runtime.kube.apply_deployment(
+                dep.render(self.owner, spec, decision.desired))
         elif decision.changed:
             result = await self.runtime.kube.scale_deployment(
-                self.namespace, rendered["metadata"]["name"], decision.desired)
+                self.namespace, name, decision.desired)
         else:
             return current  # type: ignore[return-value]  # drifted covers None
         self._applied_generation = result["metadata"].get("generation")
-        self._written_deployment = result
-        return result
+        # What a pass reads of it: the API's answer is ten times bigger.
+        self._written_deployment = slim(result)
+        return self._written_deployment
 
-    def _render(self, spec: models.TaskQueueSpec, replicas: int) -> Body:
+    def _spec_hash(self, spec: models.TaskQueueSpec) -> str:
         if self._rendered is None or self._rendered[0] is not spec:
-            self._rendered = (spec, dep.render(self.owner, spec, 0))
-        base = self._rendered[1]
-        return {**base, "spec": {**base["spec"], "replicas": replicas}}
+            rendered = dep.render(self.owner, spec, 0)
+            self._rendered = (spec, rendered["metadata"]["annotations"][dep.SPEC_HASH_ANNOTATION])
+        return self._rendered[1]
 
     async def _announce_scale(self, decision: Decision) -> None:
         if not decision.changed:
