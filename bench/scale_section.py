@@ -111,7 +111,7 @@ def table(after: Sequence[Run], before: Sequence[Run]) -> str:
         "(the poll) | 1st task -> 0 -> 1 | load average |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    lines += [_row("before", r) for r in sorted(before, key=_key)]
+    lines += [_row(r.get("label") or "before", r) for r in sorted(before, key=_key)]
     lines += [_row("**now**", r) for r in sorted(after, key=_key)]
     return "\n".join(lines)
 
@@ -180,7 +180,11 @@ def markdown(section: Mapping[str, Any] | None, image: str | None) -> str:
         "while it runs one replica (no wake-up is published for a non-empty queue: the "
         "poll's reaction); one task into the idle queue until replicas 0 -> 1. `before` is "
         "the operator of the previous release (a Redis client, a GET of the Deployment and a "
-        "timer per TaskQueue, scaling from zero only on the poll).",
+        "timer per TaskQueue, scaling from zero only on the poll); `main, a loop per "
+        "TaskQueue` is this release before its one scheduler (a kopf daemon with a loop and "
+        "a timer per TaskQueue, a LIST of the TaskQueue's pods on every pass). `now` runs "
+        "the scale-from-zero trials on TaskQueues of their own (trial i on `tq-0000i`, idle "
+        "since created), so none waits for a scale-down.",
         table(after, before),
         *_baseline().get("notes", []),
     ]

@@ -810,3 +810,31 @@ async def test_with_the_pods_watched_a_steady_pass_makes_no_api_call(
                                                "labels": labels}})
     await loop.reconcile_once(body(spec))
     assert kube.calls == ["list_pods"]
+
+
+async def test_an_idle_taskqueue_whose_reads_did_not_change_ends_its_pass_at_once(
+        loop: ctl.TaskQueueController, runtime: ctl.Runtime, kube: FakeKube, client: Client,
+        redis_url: str) -> None:
+    live = body(spec_for(redis_url))
+    await loop.reconcile_once(live)
+    runtime.deployments.seen("ADDED", kube.deployments["emails-worker"])
+    await loop.reconcile_once(live)  # idle at zero, from the watched copy
+    server = loop._server
+    assert server is not None
+
+    async def read() -> ctl.Prefetched:
+        return ctl.Prefetched(server, await server.depths(["q1", "q2"]))
+
+    decide_calls: list[int] = []
+    original = loop._decide
+    loop._decide = lambda *a: decide_calls.append(1) or original(*a)  # type: ignore[method-assign]
+    kube.calls.clear()
+    for _ in range(3):
+        assert await loop.reconcile_once(live, await read()) == 2.0
+    assert decide_calls == [] and kube.calls == []
+    assert 'corral_operator_poll_duration_seconds_count{namespace="shop",taskqueue="emails"}' \
+        in runtime.metrics.render().decode()
+    await enqueue(client, "q1", 15)  # the depths change: a whole pass, which scales up
+    await loop.reconcile_once(live, await read())
+    assert decide_calls == [1]
+    assert kube.deployments["emails-worker"]["spec"]["replicas"] == 2

@@ -100,3 +100,6 @@ class PodCache:
 
     def get(self, namespace: str, taskqueue: str) -> list[Body]:
         return list(self._pods.get((namespace, taskqueue), {}).values())
+
+    def count(self, namespace: str, taskqueue: str) -> int:
+        return len(self._pods.get((namespace, taskqueue), ()))

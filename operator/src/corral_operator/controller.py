@@ -120,6 +120,11 @@ class TaskQueueController:
         self._exported: tuple[Any, ...] | None = None
         self._last_scale_time: str | None = None
         self._pods = WorkerPods(runtime.kube, self.owner, runtime.pods)
+        # After a pass that left the TaskQueue idle at zero replicas: the generation,
+        # depths and watched Deployment it saw. A pass that sees the same again has
+        # nothing to decide, write or export, and ends at once (most TaskQueues of a
+        # platform are idle most of the time).
+        self._idle: tuple[int | None, dict[str, QueueDepth], Body] | None = None
 
     @property
     def name(self) -> str:
@@ -194,7 +199,12 @@ class TaskQueueController:
         self._seen_generation = generation
         await self._drop_stale_finalizers(body)
         if body.get("metadata", {}).get("deletionTimestamp"):
-            return self.runtime.settings.invalid_spec_retry_s  # going away: touch nothing
+            return self._idle_at(None)  # going away: touch nothing
+        if self._still_idle(generation, prefetched):
+            self.runtime.metrics.poll_duration.labels(self.namespace, self.name).observe(
+                self.runtime.clock() - started)
+            assert self._spec is not None  # _still_idle checks the generation parsed
+            return float(self._spec[1].scaling.poll_seconds)
         try:
             spec = self._parse(body, generation)
         except ValidationError as exc:
@@ -211,6 +221,34 @@ class TaskQueueController:
             self.runtime.metrics.poll_duration.labels(self.namespace, self.name).observe(
                 self.runtime.clock() - started)
         return delay_s
+
+    def _idle_at(self, idle: tuple[int | None, dict[str, QueueDepth], Body] | None) -> float:
+        self._idle = idle
+        return self.runtime.settings.invalid_spec_retry_s
+
+    def _still_idle(self, generation: int | None, prefetched: Prefetched | None) -> bool:
+        """Nothing changed since a pass that left the TaskQueue idle at zero."""
+        if self._idle is None or prefetched is None or prefetched.depths is None \
+                or prefetched.error is not None or prefetched.server is not self._server:
+            return False
+        seen_generation, depths, deployment = self._idle
+        if generation != seen_generation or self._spec is None or self._spec[0] != generation:
+            return False
+        if self.runtime.deployments.get(self.namespace, deployment["metadata"]["name"]) \
+                is not deployment or self.runtime.pods.count(self.namespace, self.name):
+            return False
+        return all(prefetched.depths.get(q) == d for q, d in depths.items())
+
+    def _note_idle(self, generation: int | None, current: int, decision: Decision,
+                   seen: _Observation, status_written: bool) -> None:
+        cached = self.runtime.deployments.get(self.namespace, dep.deployment_name(self.name))
+        idle = (status_written and current == 0 and decision.desired == 0
+                and seen.redis_error is None and seen.deployment_problem is None
+                and seen.depths is not None and cached is not None and seen.deployment is cached
+                and not any(d.backlog or d.in_flight for d in seen.depths.values())
+                and not self.runtime.pods.count(self.namespace, self.name))
+        self._idle = (generation, seen.depths, cached) if idle and seen.depths is not None \
+            and cached is not None else None
 
     async def _reconcile(
         self, body: Mapping[str, Any], spec: models.TaskQueueSpec, generation: int | None,
@@ -239,7 +277,8 @@ class TaskQueueController:
         else:
             await self._announce_scale(decision)
         self._replicas = _replicas(seen.deployment)  # before the status write, which may lag
-        await self._report(body, generation, spec, decision, seen)
+        written = await self._report(body, generation, spec, decision, seen)
+        self._note_idle(generation, current, decision, seen, written)
         self._failures = self._failures + 1 if seen.redis_error else 0
         return self._backoff_s(spec) if seen.redis_error else float(spec.scaling.poll_seconds)
 
@@ -327,7 +366,8 @@ class TaskQueueController:
 
     def _connection_fresh(self, source: models.RedisSpec) -> bool:
         """The connection of the last pass serves ``source`` without a Secret read."""
-        if source != self._redis_source:
+        # The spec is parsed once per generation: mostly the very same object.
+        if source is not self._redis_source and source != self._redis_source:
             return False
         fresh = self.runtime.clock() - self._url_read_s < self.runtime.settings.secret_refresh_s
         return fresh or (source.url_secret_ref is None and source.ca_secret_ref is None)
@@ -483,7 +523,8 @@ class TaskQueueController:
         spec: models.TaskQueueSpec,
         decision: Decision,
         seen: _Observation,
-    ) -> None:
+    ) -> bool:
+        """Export the metrics and write the status; False when the write failed."""
         replicas = _replicas(seen.deployment)
         ready = int(((seen.deployment or {}).get("status") or {}).get("readyReplicas") or 0)
         status: Body = {
@@ -506,7 +547,7 @@ class TaskQueueController:
             st.scaling_condition(decision),
         ], generation, now_rfc3339())
         self._export(status, spec.scaling, seen.depths)
-        await self._write_status(status)
+        return await self._write_status(status)
 
     def _previous_conditions(self, body: Mapping[str, Any]) -> list[Body]:
         # Our last write is fresher than the watched body, which may lag behind it.
@@ -534,18 +575,19 @@ class TaskQueueController:
             m.in_flight.labels(*labels).set(status["inFlight"])
             m.set_dead_letter(*labels, dead or {})
 
-    async def _write_status(self, status: Body) -> None:
+    async def _write_status(self, status: Body) -> bool:
         if status == self._written_status:
-            return
+            return True
         try:
             await self.runtime.kube.patch_taskqueue_status(self.namespace, self.name, status)
         except NotFound:
-            return  # deleted meanwhile; the daemon is about to stop
+            return False  # deleted meanwhile; the daemon is about to stop
         except KubeError as exc:
             self._count_error("status")
             self._log.warning("status not written: %s", exc)
-            return
+            return False
         self._written_status = status
+        return True
 
     async def _event(self, kind: str, reason: str, message: str) -> None:
         try:

@@ -91,6 +91,15 @@ class Server:
             self._flush_timer = loop.call_later(self._settings.batch_window_s, self._flush)
         return await read.future
 
+    async def depths_now(self, queues: Sequence[str]) -> dict[str, QueueDepth]:
+        """The depths of ``queues`` in a round trip of their own, sent at once, not
+        after a window nor behind a pipeline in flight: for a wake-up, which is
+        waited on. Raises RedisUnavailable when Redis cannot answer."""
+        try:
+            return await self._read(list(queues))
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise RedisUnavailable(f"redis: {str(exc) or type(exc).__name__}") from exc
+
     def _flush(self) -> None:
         self._flush_timer = None
         batch, self._pending = self._pending, []

@@ -65,6 +65,7 @@ class Scheduler:
         self._changed: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._spawned: set[asyncio.Task[None]] = set()
+        self._urgent: set[str] = set()  # woken: read at once, on their own
         # When the loop's timer fires (inf: no timer): a pass that ends sooner due
         # must wake it, the others need not (a thousand timers a tick is the cost
         # this scheduler is here to save).
@@ -94,6 +95,7 @@ class Scheduler:
         """Run the TaskQueue's pass now (after its running one, if any)."""
         if uid in self._polled:
             self._schedule.wake(uid)
+            self._urgent.add(uid)
             self._poke()
 
     async def close(self) -> None:
@@ -147,6 +149,7 @@ class Scheduler:
         passes (those that do not know yet read on their own, batched by the server)."""
         loop = asyncio.get_running_loop()
         by_server: dict[Server, list[tuple[Polled, Sequence[str]]]] = {}
+        urgent: list[tuple[Server, list[tuple[Polled, Sequence[str]]]]] = []
         alone: list[Polled] = []
         for uid in due:
             polled = self._polled.get(uid)
@@ -156,18 +159,23 @@ class Scheduler:
             plan = polled.planned_read()
             if plan is None:
                 alone.append(polled)
+            elif uid in self._urgent:
+                urgent.append((plan[0], [(polled, plan[1])]))
             else:
                 by_server.setdefault(plan[0], []).append((polled, plan[1]))
+            self._urgent.discard(uid)
         for polled in alone:
             self._spawn(self._poll(polled, None))
-        await asyncio.gather(*(self._read_then_poll(server, group)
-                               for server, group in by_server.items()))
+        await asyncio.gather(
+            *(self._read_then_poll(server, group, at_once=True) for server, group in urgent),
+            *(self._read_then_poll(server, group) for server, group in by_server.items()))
 
-    async def _read_then_poll(self, server: Server,
-                              group: list[tuple[Polled, Sequence[str]]]) -> None:
+    async def _read_then_poll(self, server: Server, group: list[tuple[Polled, Sequence[str]]],
+                              at_once: bool = False) -> None:
         queues = list(dict.fromkeys(q for _, qs in group for q in qs))
         try:
-            found = Prefetched(server, await server.depths(queues))
+            read = server.depths_now if at_once else server.depths
+            found = Prefetched(server, await read(queues))
         except RedisUnavailable as exc:
             found = Prefetched(server, None, exc)
         for i, (polled, _) in enumerate(group):
