@@ -149,7 +149,9 @@ class Scheduler:
         passes (those that do not know yet read on their own, batched by the server)."""
         loop = asyncio.get_running_loop()
         by_server: dict[Server, list[tuple[Polled, Sequence[str]]]] = {}
-        urgent: list[tuple[Server, list[tuple[Polled, Sequence[str]]]]] = []
+        # Woken ones: read at once, one round trip per server for all woken together
+        # (a resubscription wakes every idle TaskQueue at once).
+        urgent: dict[Server, list[tuple[Polled, Sequence[str]]]] = {}
         alone: list[Polled] = []
         for uid in due:
             polled = self._polled.get(uid)
@@ -160,14 +162,15 @@ class Scheduler:
             if plan is None:
                 alone.append(polled)
             elif uid in self._urgent:
-                urgent.append((plan[0], [(polled, plan[1])]))
+                urgent.setdefault(plan[0], []).append((polled, plan[1]))
             else:
                 by_server.setdefault(plan[0], []).append((polled, plan[1]))
             self._urgent.discard(uid)
         for polled in alone:
             self._spawn(self._poll(polled, None))
         await asyncio.gather(
-            *(self._read_then_poll(server, group, at_once=True) for server, group in urgent),
+            *(self._read_then_poll(server, group, at_once=True)
+              for server, group in urgent.items()),
             *(self._read_then_poll(server, group) for server, group in by_server.items()))
 
     async def _read_then_poll(self, server: Server, group: list[tuple[Polled, Sequence[str]]],
