@@ -165,11 +165,11 @@ class Operator:
         if self.tracemalloc_out is None:
             return {}
         self.proc.send_signal(signal.SIGUSR2)
-        for _ in range(120):
+        for _ in range(600):  # a snapshot of a big heap takes a while
             time.sleep(0.5)
             with contextlib.suppress(OSError, ValueError):
                 return dict(json.loads(self.tracemalloc_out.read_text()))
-        return {"error": "no snapshot within 60 s"}
+        return {"error": "no snapshot within 300 s"}
 
     def stop(self) -> None:
         self.proc.terminate()
