@@ -838,3 +838,19 @@ async def test_an_idle_taskqueue_whose_reads_did_not_change_ends_its_pass_at_onc
     await loop.reconcile_once(live, await read())
     assert decide_calls == [1]
     assert kube.deployments["emails-worker"]["spec"]["replicas"] == 2
+
+
+async def test_a_wake_up_before_the_first_pass_is_over_is_kept(
+        runtime: ctl.Runtime, redis_url: str) -> None:
+    """The subscription's catch-up can come after the first pass read the queues."""
+    loop = ctl.TaskQueueController(runtime, NAME, NS, UID)
+    loop.body = body(spec_for(redis_url))
+    runtime.scheduler.add(loop)
+    try:
+        runtime.scheduler._schedule.take(runtime.clock())  # the first pass runs
+        loop._on_queue_wake("q1")
+        assert runtime.scheduler._schedule._entries[UID].woken
+    finally:
+        await runtime.scheduler.remove(UID)
+        await runtime.scheduler.close()
+        await loop.close()

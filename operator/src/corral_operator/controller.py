@@ -173,8 +173,10 @@ class TaskQueueController:
 
     def _on_queue_wake(self, queue: str) -> None:
         """Work appeared in an empty queue. Only scaling from zero waits on this: with
-        replicas running, the poll scales further (and wake-ups come often)."""
-        if self._replicas == 0:
+        replicas running, the poll scales further (and wake-ups come often). Before
+        the first pass is over (None), the subscription's catch-up may come after that
+        pass read the queues: a task enqueued in between would wait for the poll."""
+        if self._replicas is None or self._replicas == 0:
             self.runtime.scheduler.wake(self.uid)
 
     @property

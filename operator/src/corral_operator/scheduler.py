@@ -171,16 +171,21 @@ class Scheduler:
         await asyncio.gather(
             *(self._read_then_poll(server, group, at_once=True)
               for server, group in urgent.items()),
-            *(self._read_then_poll(server, group) for server, group in by_server.items()))
+            *(self._read_then_poll(server, group) for server, group in by_server.items()),
+            return_exceptions=True)
 
     async def _read_then_poll(self, server: Server, group: list[tuple[Polled, Sequence[str]]],
                               at_once: bool = False) -> None:
         queues = list(dict.fromkeys(q for _, qs in group for q in qs))
+        found: Prefetched | None
         try:
             read = server.depths_now if at_once else server.depths
             found = Prefetched(server, await read(queues))
         except RedisUnavailable as exc:
             found = Prefetched(server, None, exc)
+        except Exception:  # the passes read on their own: no TaskQueue is left waiting
+            log.exception("reading the queues of %d TaskQueues failed", len(group))
+            found = None
         for i, (polled, _) in enumerate(group):
             if i and i % PASSES_PER_TURN == 0:
                 await asyncio.sleep(0)
