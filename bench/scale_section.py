@@ -245,7 +245,9 @@ def plot(section: Mapping[str, Any] | None, out_dir: Path) -> Path | None:
         color = "#888" if label == "before" else CORRAL_COLOR
         left.plot(n, [r["trials"]["burst"]["p99_s"] for r in series], style, marker="o",
                   color=color, label=f"{label}: 500 tasks into an idle queue, p99")
-        left.plot(n, [r["trials"]["scale_up"]["p99_s"] for r in series], style, marker="s",
+        polled = [r for r in series if "scale_up" in r["trials"]]
+        left.plot([r["taskqueues"] for r in polled],
+                  [r["trials"]["scale_up"]["p99_s"] for r in polled], style, marker="s",
                   color=color, alpha=0.6, label=f"{label}: by the poll, p99")
         right.plot(n, [100 * r["steady"]["cpu_share"] for r in series], style, marker="o",
                    color=color, label=label)
