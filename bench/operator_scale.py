@@ -2,7 +2,8 @@
 watched by one operator process on the real test control plane.
 
     python bench/operator_scale.py [--taskqueues N] [--poll-seconds S] [--trials T]
-        [--steady-s S] [--profile-s S] [--operator-arg=--shard=0/1 ...] [--json PATH]
+        [--kinds burst,from_zero,scale_up] [--steady-s S] [--settle-s S] [--profile-s S]
+        [--operator-arg=--shard=0/1 ...] [--json PATH]
 
 Measured, in this order:
 
@@ -15,7 +16,8 @@ Measured, in this order:
 * a py-spy profile of the operator over ``--profile-s`` seconds (when py-spy runs);
 * per trial, a random phase against the poll each time:
   ``burst``: 500 tasks into the idle probe queue -> its Deployment's replicas patched;
-  ``from_zero``: one task into the idle probe queue -> replicas 0 -> 1;
+  ``from_zero``: one task into the queue of an idle TaskQueue (trial i: ``tq-0000i``,
+  so no trial waits for a scale-down) -> replicas 0 -> 1;
   ``scale_up``: 500 tasks into the probe queue while it already has one replica
   (the queue is not empty, so no wake-up is published: the poll path) -> 3 replicas.
 
@@ -62,6 +64,9 @@ PROBE = "probe"
 BURST_TASKS = 500
 TARGET_PER_REPLICA = 200
 PROFILE_RATE_HZ = 100
+# A trial starts at a random point of the poll, within this much of its start (a
+# long pollSeconds would otherwise make each trial wait for up to a whole poll).
+MAX_PHASE_S = 5.0
 _REQUEST = re.compile(r'^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$')
 _LABEL = re.compile(r'(\w+)="([^"]*)"')
 
@@ -113,15 +118,22 @@ def wait_all_reconciled(plane: ControlPlane, n: int, timeout_s: float) -> float:
 
 
 class Operator:
-    def __init__(self, plane: ControlPlane, log_path: Path, extra: list[str]) -> None:
+    def __init__(self, plane: ControlPlane, log_path: Path, extra: list[str],
+                 tracemalloc_out: Path | None = None) -> None:
         self.health_port = free_port()
+        self.tracemalloc_out = tracemalloc_out
+        env = {**plane.env(), "PYTHONUNBUFFERED": "1"}
+        command = [sys.executable, "-m", "corral"]
+        if tracemalloc_out is not None:
+            command = [sys.executable, str(REPO / "bench" / "tracemalloc_run.py")]
+            env["CORRAL_TRACEMALLOC_OUT"] = str(tracemalloc_out)
         with log_path.open("ab") as log:
             # cwd outside the checkout: its operator/ folder must not shadow the stdlib's.
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "corral", "operator", "--host", "127.0.0.1",
+                [*command, "operator", "--host", "127.0.0.1",
                  "--namespace", NAMESPACE, "--metrics-port", str(free_port()),
                  "--health-port", str(self.health_port), *extra],
-                cwd=log_path.parent, env={**plane.env(), "PYTHONUNBUFFERED": "1"},
+                cwd=log_path.parent, env=env,
                 stdout=log, stderr=subprocess.STDOUT)
         self.log_path = log_path
 
@@ -147,6 +159,17 @@ class Operator:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
         return 0
+
+    def allocations(self) -> dict[str, Any]:
+        """Live allocations by file and line (``--tracemalloc`` only)."""
+        if self.tracemalloc_out is None:
+            return {}
+        self.proc.send_signal(signal.SIGUSR2)
+        for _ in range(600):  # a snapshot of a big heap takes a while
+            time.sleep(0.5)
+            with contextlib.suppress(OSError, ValueError):
+                return dict(json.loads(self.tracemalloc_out.read_text()))
+        return {"error": "no snapshot within 300 s"}
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -299,22 +322,23 @@ class Probe:
         self.tasks = tasks
         self.redis_url = redis_url
         self.poll_s = poll_s
+        self.zero_trials = 0
 
-    async def replicas(self) -> int:
-        d = await self.apps.read_namespaced_deployment(f"{PROBE}-worker", NAMESPACE)
+    async def replicas(self, taskqueue: str = PROBE) -> int:
+        d = await self.apps.read_namespaced_deployment(f"{taskqueue}-worker", NAMESPACE)
         return int(d.spec.replicas or 0)
 
     async def wait(self, check: Callable[[int], bool], timeout_s: float,
-                   interval_s: float = 0.01) -> float:
+                   interval_s: float = 0.01, taskqueue: str = PROBE) -> float:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if check(await self.replicas()):
+            if check(await self.replicas(taskqueue)):
                 return time.monotonic()
             await asyncio.sleep(interval_s)
-        raise TimeoutError(f"probe replicas did not change within {timeout_s} s")
+        raise TimeoutError(f"{taskqueue} replicas did not change within {timeout_s} s")
 
-    async def enqueue(self, n: int) -> float:
-        await self.tasks.enqueue_many([Enqueue("noop", queue=PROBE) for _ in range(n)])
+    async def enqueue(self, n: int, queue: str = PROBE) -> float:
+        await self.tasks.enqueue_many([Enqueue("noop", queue=queue) for _ in range(n)])
         return time.monotonic()
 
     async def reset(self) -> None:
@@ -326,7 +350,7 @@ class Probe:
         await self.wait(lambda r: r == 0, timeout_s=60 + 4 * self.poll_s, interval_s=0.05)
 
     async def phase(self) -> None:
-        await asyncio.sleep(random.uniform(0, self.poll_s))
+        await asyncio.sleep(random.uniform(0, min(self.poll_s, MAX_PHASE_S)))
 
     async def burst(self) -> float:
         await self.reset()
@@ -335,10 +359,15 @@ class Probe:
         return await self.wait(lambda r: r > 0, timeout_s=30 + 4 * self.poll_s) - sent
 
     async def from_zero(self) -> float:
-        await self.reset()
+        """A TaskQueue of its own per trial, idle since it was created."""
+        self.zero_trials += 1
+        taskqueue, queue = f"tq-{self.zero_trials:05d}", f"q-{self.zero_trials:05d}"
+        if await self.replicas(taskqueue) != 0:
+            raise TimeoutError(f"{taskqueue} is not at zero replicas")
         await self.phase()
-        sent = await self.enqueue(1)
-        return await self.wait(lambda r: r >= 1, timeout_s=30 + 4 * self.poll_s) - sent
+        sent = await self.enqueue(1, queue)
+        return await self.wait(lambda r: r >= 1, timeout_s=30 + 4 * self.poll_s,
+                               taskqueue=taskqueue) - sent
 
     async def scale_up(self) -> float:
         await self.reset()
@@ -350,16 +379,19 @@ class Probe:
 
 
 async def run_trials(plane: ControlPlane, redis_url: str, poll_s: int,
-                     trials: int) -> dict[str, list[float]]:
+                     trials: int, kinds: list[str]) -> dict[str, list[float]]:
     configuration = client.Configuration()
     await config.load_kube_config(config_file=str(plane.kubeconfig),
                                   client_configuration=configuration)
-    results: dict[str, list[float]] = {"burst": [], "from_zero": [], "scale_up": []}
+    results: dict[str, list[float]] = {kind: [] for kind in kinds}
     async with client.ApiClient(configuration) as api, Client.from_url(redis_url) as tasks:
         probe = Probe(client.AppsV1Api(api), tasks, redis_url, poll_s)
-        await probe.burst()  # warm-up
+        if "burst" in kinds or "scale_up" in kinds:
+            await probe.burst()  # warm-up
         for kind, trial in (("burst", probe.burst), ("from_zero", probe.from_zero),
                             ("scale_up", probe.scale_up)):
+            if kind not in kinds:
+                continue
             for i in range(trials):
                 try:
                     seconds = await trial()
@@ -396,32 +428,37 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                           "--timeout=60s")
             plane.kubectl("create", "namespace", NAMESPACE)
             baseline = control_plane_alone(plane, min(args.steady_s, 30))
-            op = Operator(plane, tmp / "operator.log", args.operator_arg)
+            op = Operator(plane, tmp / "operator.log", args.operator_arg,
+                          tmp / "tracemalloc.json" if args.tracemalloc else None)
             op.wait_healthy()
             started = time.monotonic()
             create_taskqueues(plane, args.taskqueues, server.url, args.poll_seconds)
             ready_s = wait_all_reconciled(plane, args.taskqueues, timeout_s=1800)
             print(f"{args.taskqueues} TaskQueues reconciled {time.monotonic() - started:.0f} s "
                   f"after creation", flush=True)
-            time.sleep(max(10, 3 * args.poll_seconds))  # start-up work settles
+            # Start-up work settles.
+            time.sleep(args.settle_s if args.settle_s is not None
+                       else max(10, 3 * args.poll_seconds))
             conn = redis_sync.Redis.from_url(server.url)
             steady = measure_steady(plane, op, RedisCounters(conn), args.taskqueues,
                                     args.poll_seconds, args.steady_s, baseline)
             print(json.dumps(steady.__dict__, indent=1), flush=True)
+            allocations = op.allocations()
             raw = args.json.with_suffix(".profile.txt") if args.json else tmp / "profile.txt"
             prof = profile(op, args.profile_s, raw) if args.profile_s else {}
-            trials = asyncio.run(run_trials(plane, server.url, args.poll_seconds, args.trials))
+            trials = asyncio.run(run_trials(plane, server.url, args.poll_seconds, args.trials,
+                                            args.kinds.split(",")))
             conn.close()
     finally:
         if op is not None:
             op.stop()
         plane.down()
     return {
-        "taskqueues": args.taskqueues, "poll_seconds": args.poll_seconds,
+        "taskqueues": args.taskqueues, "poll_seconds": args.poll_seconds, "kinds": args.kinds,
         "operator_args": args.operator_arg, "ready_s": round(ready_s, 1),
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "cpus": os.cpu_count(),
-        "steady": steady.__dict__, "profile": prof,
+        "steady": steady.__dict__, "profile": prof, "allocations": allocations,
         "trials": {kind: {"n": len(v), **percentiles(v), "values_s": [round(x, 4) for x in v]}
                    for kind, v in trials.items()},
     }
@@ -433,11 +470,17 @@ def main() -> int:
     parser.add_argument("--taskqueues", type=int, default=100)
     parser.add_argument("--poll-seconds", type=int, default=1)
     parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--kinds", default="burst,from_zero,scale_up",
+                        help="trials to run, comma-separated (default: all three)")
     parser.add_argument("--steady-s", type=float, default=60)
+    parser.add_argument("--settle-s", type=float, default=None,
+                        help="wait after start-up (default: 3 polls, at least 10 s)")
     parser.add_argument("--profile-s", type=float, default=30, help="0: no profile")
     parser.add_argument("--operator-arg", action="append", default=[],
                         help="extra `corral operator` flag (repeatable)")
     parser.add_argument("--label", default="", help="a name for this run in the JSON")
+    parser.add_argument("--tracemalloc", action="store_true",
+                        help="trace the operator's allocations (slows it: CPU not comparable)")
     parser.add_argument("--json", type=Path, help="write the figures here as JSON")
     args = parser.parse_args()
     load_before = os.getloadavg()

@@ -28,8 +28,12 @@ SCRIPT = REPO / "bench" / "operator_scale.py"
 BEFORE = REPO / "bench" / "baselines" / "operator_scale_before.json"
 HEADER = "## The operator at scale"
 DEFAULT_POLL_S = 5
-# (TaskQueues, pollSeconds) of a full run; a quick run measures the first only.
-CONFIGS = ((100, 1), (1000, 1), (1000, DEFAULT_POLL_S))
+LONG_POLL_S = 60  # scale from zero by the wake-up alone: the poll is a minute away
+# (TaskQueues, pollSeconds, extra flags) of a full run; a quick run measures the first.
+CONFIGS: tuple[tuple[int, int, tuple[str, ...]], ...] = (
+    (100, 1, ()), (1000, 1, ()), (1000, DEFAULT_POLL_S, ()),
+    (1000, LONG_POLL_S, ("--kinds", "from_zero", "--settle-s", "20", "--steady-s", "30")),
+)
 TIMEOUT_S = 3600
 GOALS = {"cpu_share": 0.25, "cpu_share_default_poll": 0.10, "rss_mib": 200.0,
          "reaction_p99_s": 1.0, "from_zero_p99_s": 0.2}
@@ -46,11 +50,11 @@ def run(out_dir: Path, quick: bool = False) -> dict[str, Any]:
         print(f"operator at scale: skipped ({reason})", flush=True)
         return {"status": "skipped", "reason": reason}
     runs, failures = [], []
-    for taskqueues, poll_s in CONFIGS[:1] if quick else CONFIGS:
+    for taskqueues, poll_s, extra in CONFIGS[:1] if quick else CONFIGS:
         json_path = out_dir / f"operator-scale-{taskqueues}-{poll_s}s.json"
         argv = [str(venv_root() / "corral" / "bin" / "python"), str(SCRIPT),
                 "--taskqueues", str(taskqueues), "--poll-seconds", str(poll_s),
-                "--json", str(json_path)]
+                "--json", str(json_path), *extra]
         if quick:
             argv += ["--trials", "5", "--steady-s", "20", "--profile-s", "0"]
         print(f"operator at scale: {taskqueues} TaskQueues, pollSeconds {poll_s}", flush=True)
@@ -111,7 +115,7 @@ def table(after: Sequence[Run], before: Sequence[Run]) -> str:
         "(the poll) | 1st task -> 0 -> 1 | load average |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    lines += [_row("before", r) for r in sorted(before, key=_key)]
+    lines += [_row(r.get("label") or "before", r) for r in sorted(before, key=_key)]
     lines += [_row("**now**", r) for r in sorted(after, key=_key)]
     return "\n".join(lines)
 
@@ -144,6 +148,10 @@ def goals(after: Sequence[Run]) -> str:
           big and big["trials"]["from_zero"]["p99_s"], GOALS["from_zero_p99_s"], ".2f")
     check(f"CPU at 1,000 TaskQueues, pollSeconds {DEFAULT_POLL_S}", (1000, DEFAULT_POLL_S),
           default and default["steady"]["cpu_share"], GOALS["cpu_share_default_poll"], ".0%")
+    long = by.get((1000, LONG_POLL_S))
+    check(f"scale from zero p99 with pollSeconds {LONG_POLL_S}, 1,000 TaskQueues",
+          (1000, LONG_POLL_S), long and long["trials"]["from_zero"]["p99_s"],
+          GOALS["from_zero_p99_s"], ".2f")
     return "\n".join(out)
 
 
@@ -180,7 +188,11 @@ def markdown(section: Mapping[str, Any] | None, image: str | None) -> str:
         "while it runs one replica (no wake-up is published for a non-empty queue: the "
         "poll's reaction); one task into the idle queue until replicas 0 -> 1. `before` is "
         "the operator of the previous release (a Redis client, a GET of the Deployment and a "
-        "timer per TaskQueue, scaling from zero only on the poll).",
+        "timer per TaskQueue, scaling from zero only on the poll); `main, a loop per "
+        "TaskQueue` is this release before its one scheduler (a kopf daemon with a loop and "
+        "a timer per TaskQueue, a LIST of the TaskQueue's pods on every pass). `now` runs "
+        "the scale-from-zero trials on TaskQueues of their own (trial i on `tq-0000i`, idle "
+        "since created), so none waits for a scale-down.",
         table(after, before),
         *_baseline().get("notes", []),
     ]
@@ -233,7 +245,9 @@ def plot(section: Mapping[str, Any] | None, out_dir: Path) -> Path | None:
         color = "#888" if label == "before" else CORRAL_COLOR
         left.plot(n, [r["trials"]["burst"]["p99_s"] for r in series], style, marker="o",
                   color=color, label=f"{label}: 500 tasks into an idle queue, p99")
-        left.plot(n, [r["trials"]["scale_up"]["p99_s"] for r in series], style, marker="s",
+        polled = [r for r in series if "scale_up" in r["trials"]]
+        left.plot([r["taskqueues"] for r in polled],
+                  [r["trials"]["scale_up"]["p99_s"] for r in polled], style, marker="s",
                   color=color, alpha=0.6, label=f"{label}: by the poll, p99")
         right.plot(n, [100 * r["steady"]["cpu_share"] for r in series], style, marker="o",
                    color=color, label=label)

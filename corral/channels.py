@@ -44,6 +44,20 @@ class Channels:
         for queue, names in by_queue.items():
             await self._subscribe_shard(queue, names)
 
+    async def unsubscribe(self, *channels: str) -> None:
+        if not self._sharded:
+            if self._plain is not None:
+                await self._plain.unsubscribe(*channels)
+            return
+        for channel in channels:
+            pubsub = self._shards.get(queue_of_channel(channel))
+            if pubsub is None:
+                continue
+            if channel in pubsub.shard_channels:
+                await pubsub.sunsubscribe(channel)
+            else:
+                await pubsub.unsubscribe(channel)
+
     async def _subscribe_shard(self, queue: str, channels: list[str]) -> None:
         # Shard subscriptions are routed by the slot table, empty until a first command.
         await cast(RedisCluster, self._redis).initialize()
@@ -78,13 +92,23 @@ class Channels:
 
     async def get(self) -> Message:
         """The next message; raises what the connection raised (RedisError, OSError)."""
+        while True:
+            message = await self.get_within(None)
+            if message is not None:
+                return message
+
+    async def get_within(self, timeout_s: float | None) -> Message | None:
+        """The next message, or None when none came within ``timeout_s`` (None: wait
+        for one, though a plain subscription may still return None now and then)."""
         if not self._sharded:
-            while True:
-                assert self._plain is not None, "subscribe first"
-                message = await self._plain.get_message(timeout=None)
-                if message is not None:
-                    return _message(message)
-        item = await self._inbox.get()
+            assert self._plain is not None, "subscribe first"
+            message = await self._plain.get_message(timeout=timeout_s)
+            return None if message is None else _message(message)
+        try:
+            async with asyncio.timeout(timeout_s):
+                item = await self._inbox.get()
+        except TimeoutError:
+            return None
         if isinstance(item, BaseException):
             raise item
         return item

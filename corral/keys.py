@@ -125,6 +125,9 @@ _SUFFIXES = (
     ("limited", "limited"),
 )
 CHANNEL_FIELDS = frozenset({"wake_channel", "cancel_channel", "done_channel"})
+# A wake-up carries this when the queue's periodic tasks changed (the operator then
+# reads them again); any other wake-up says only that there may be work.
+SCHEDULES_CHANGED = "schedules"
 
 
 @cache

@@ -109,15 +109,21 @@ async def registered(redis: Redis, queue: str, *, prefix: str) -> list[Registere
     return found
 
 
-async def tick_registered(redis: Redis, scripts: Scripts, queues: Sequence[str],
-                          now_ms: int, *, prefix: str) -> int:
-    """Tick every schedule registered on ``queues`` that has a tick due by ``now_ms``
-    (the operator's clock). Returns how many tasks were enqueued."""
-    enqueued = 0
-    for queue in queues:
-        for entry in await registered(redis, queue, prefix=prefix):
-            if entry.last_ms is None or not entry.schedule.due(entry.last_ms, now_ms):
-                continue
-            ticked = await tick(scripts, entry.schedule, entry.last_ms, now_ms, prefix=prefix)
-            enqueued += len(ticked.ids)
-    return enqueued
+async def tick_due(scripts: Scripts, entries: Sequence[Registered], now_ms: int, *,
+                   prefix: str) -> tuple[int, list[Registered]]:
+    """Tick each of ``entries`` that has a tick due by ``now_ms`` (the caller's clock).
+    Returns how many tasks were enqueued, and the entries with their last ticks as the
+    script left them (a schedule removed from Redis meanwhile is left out). An entry's
+    ``last_ms`` may be older than Redis's: the script then enqueues nothing and says
+    which tick is the last."""
+    enqueued, kept = 0, []
+    for entry in entries:
+        if entry.last_ms is None or not entry.schedule.due(entry.last_ms, now_ms):
+            kept.append(entry)
+            continue
+        ticked = await tick(scripts, entry.schedule, entry.last_ms, now_ms, prefix=prefix)
+        enqueued += len(ticked.ids)
+        if ticked.registered:
+            kept.append(Registered(entry.schedule, ticked.last_ms))
+    return enqueued, kept
+

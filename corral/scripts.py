@@ -23,7 +23,7 @@ from redis.exceptions import NoPermissionError, NoScriptError, ResponseError
 from corral.connection import is_cluster
 from corral.defaults import ATTEMPTS_KEPT
 from corral.errors import CorralError
-from corral.keys import QueueKeys
+from corral.keys import SCHEDULES_CHANGED, QueueKeys
 from corral.retention import DEFAULT_DEAD_TTL_S, DEFAULT_RESULT_TTL_S
 
 NAMES = ("enqueue", "claim", "finish", "heartbeat", "cancel", "depths", "dlq", "progress",
@@ -157,6 +157,8 @@ def source(name: str) -> str:
         f"local DEFAULT_DEAD_TTL_MS = {int(DEFAULT_DEAD_TTL_S * 1000)}\n"
         "-- From corral/defaults.py.\n"
         f"local ATTEMPTS_KEPT = {ATTEMPTS_KEPT}\n"
+        "-- From corral/keys.py.\n"
+        f"local SCHEDULES_CHANGED = '{SCHEDULES_CHANGED}'\n"
     )
     # The defaults first: the prelude's functions read some of them.
     return f"{defaults}\n{prelude_source()}\n-- {name}.lua\n{own_source(name)}"

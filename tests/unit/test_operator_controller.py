@@ -520,7 +520,8 @@ async def test_an_unexpected_error_does_not_end_the_loop(
         raise RuntimeError("surprise")
 
     kube.get_deployment = broken  # type: ignore[method-assign,assignment]
-    assert await loop._survive(body(spec_for(redis_url))) == 10.0
+    loop.body = body(spec_for(redis_url))
+    assert await loop.poll() == 10.0
     text = runtime.metrics.render().decode()
     assert 'stage="unexpected"' in text
 
@@ -704,7 +705,7 @@ async def test_a_wake_up_with_replicas_running_leaves_scaling_to_the_poll(
     await loop.reconcile_once(body(spec_for(redis_url)))
     assert kube.deployments["emails-worker"]["spec"]["replicas"] == 2
     loop._on_queue_wake("q1")
-    assert not loop._wake.is_set()
+    assert not loop.runtime.scheduler._schedule._woken
 
 
 async def test_taskqueues_on_one_redis_share_one_round_trip_per_tick(
@@ -723,18 +724,6 @@ async def test_taskqueues_on_one_redis_share_one_round_trip_per_tick(
         for lp in loops:
             await lp.close()
     assert runtime.servers._by_url == {}  # released with its last user
-
-
-@pytest.mark.parametrize("delay_s, grid_s, now_s, want_s", [
-    (1.0, 1.0, 100.25, 0.75),   # a pass that took 0.25 s waits the rest of the tick
-    (1.0, 1.0, 100.0, 1.0),     # exactly on the grid: a whole tick
-    (5.0, 5.0, 101.0, 4.0),     # aligned to multiples of 5
-    (10.0, 1.0, 100.5, 9.5),    # a backoff keeps its length, ends on the grid
-    (30.0, 0.0, 100.5, 30.0),   # no grid
-])
-def test_waits_end_on_the_poll_grid(delay_s: float, grid_s: float, now_s: float,
-                                    want_s: float) -> None:
-    assert ctl.on_grid(delay_s, grid_s, now_s) == pytest.approx(want_s)
 
 
 async def test_a_watched_deployment_is_not_read_from_the_api_again(
@@ -785,17 +774,83 @@ async def test_a_wake_up_during_a_pass_is_not_lost(runtime: ctl.Runtime,
     loop = ctl.TaskQueueController(runtime, NAME, NS, UID)
     passes: list[int] = []
 
-    async def one_pass(_: Any) -> float:
+    async def one_pass(_: Any, prefetched: Any = None) -> float:
         passes.append(1)
         if len(passes) == 1:
             loop.wake()  # work appeared while this pass ran
         return 300.0
 
     loop.reconcile_once = one_pass  # type: ignore[method-assign]
-    flag = Flag()
-    task = asyncio.create_task(loop.run(body(spec_for(redis_url)), flag))
+    loop.body = body(spec_for(redis_url))
+    runtime.scheduler.add(loop)
     try:
         await until(lambda: len(passes) == 2, "a second pass, not the poll in 5 minutes")
     finally:
-        flag.event.set()
-        await asyncio.wait_for(task, 5)
+        await runtime.scheduler.remove(UID)
+        await runtime.scheduler.close()
+
+
+async def test_with_the_pods_watched_a_steady_pass_makes_no_api_call(
+        loop: ctl.TaskQueueController, runtime: ctl.Runtime, kube: FakeKube,
+        redis_url: str) -> None:
+    spec = spec_for(redis_url, minReplicas=2)
+    await loop.reconcile_once(body(spec))
+    await loop.reconcile_once(body(spec))
+    runtime.deployments.seen("ADDED", kube.deployments["emails-worker"])
+    labels = {dep.TASKQUEUE_LABEL: NAME}
+    runtime.pods.seen(None, {"metadata": {"name": "w-a", "namespace": NS, "labels": labels}})
+    kube.calls.clear()
+    await loop.reconcile_once(body(spec))
+    assert kube.calls == ["list_pods"]  # the watch shows 1 pod of 2 replicas: listed
+    runtime.pods.seen(None, {"metadata": {"name": "w-b", "namespace": NS, "labels": labels}})
+    kube.calls.clear()
+    await loop.reconcile_once(body(spec))
+    assert kube.calls == []
+    runtime.pods.seen("DELETED", {"metadata": {"name": "w-b", "namespace": NS,
+                                               "labels": labels}})
+    await loop.reconcile_once(body(spec))
+    assert kube.calls == ["list_pods"]
+
+
+async def test_an_idle_taskqueue_whose_reads_did_not_change_ends_its_pass_at_once(
+        loop: ctl.TaskQueueController, runtime: ctl.Runtime, kube: FakeKube, client: Client,
+        redis_url: str) -> None:
+    live = body(spec_for(redis_url))
+    await loop.reconcile_once(live)
+    runtime.deployments.seen("ADDED", kube.deployments["emails-worker"])
+    await loop.reconcile_once(live)  # idle at zero, from the watched copy
+    server = loop._server
+    assert server is not None
+
+    async def read() -> ctl.Prefetched:
+        return ctl.Prefetched(server, await server.depths(["q1", "q2"]))
+
+    decide_calls: list[int] = []
+    original = loop._decide
+    loop._decide = lambda *a: decide_calls.append(1) or original(*a)  # type: ignore[method-assign]
+    kube.calls.clear()
+    for _ in range(3):
+        assert await loop.reconcile_once(live, await read()) == 2.0
+    assert decide_calls == [] and kube.calls == []
+    assert 'corral_operator_poll_duration_seconds_count{namespace="shop",taskqueue="emails"}' \
+        in runtime.metrics.render().decode()
+    await enqueue(client, "q1", 15)  # the depths change: a whole pass, which scales up
+    await loop.reconcile_once(live, await read())
+    assert decide_calls == [1]
+    assert kube.deployments["emails-worker"]["spec"]["replicas"] == 2
+
+
+async def test_a_wake_up_before_the_first_pass_is_over_is_kept(
+        runtime: ctl.Runtime, redis_url: str) -> None:
+    """The subscription's catch-up can come after the first pass read the queues."""
+    loop = ctl.TaskQueueController(runtime, NAME, NS, UID)
+    loop.body = body(spec_for(redis_url))
+    runtime.scheduler.add(loop)
+    try:
+        runtime.scheduler._schedule.take(runtime.clock())  # the first pass runs
+        loop._on_queue_wake("q1")
+        assert runtime.scheduler._schedule._entries[UID].woken
+    finally:
+        await runtime.scheduler.remove(UID)
+        await runtime.scheduler.close()
+        await loop.close()

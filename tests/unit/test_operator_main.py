@@ -51,7 +51,7 @@ def test_registry_holds_login_daemon_and_spec_watch() -> None:
     watching = [h.id for h in registry._watching.get_all_handlers()]
     activities = [h.activity.value for h in registry._activities.get_all_handlers()]
     assert spawning == ["control-loop"]
-    assert watching == ["spec-watch", "worker-deployments"]
+    assert watching == ["spec-watch", "worker-deployments", "worker-pods"]
     assert activities == ["authentication"]
 
 

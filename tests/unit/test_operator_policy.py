@@ -339,3 +339,34 @@ def test_limited_tasks_never_raise_the_desired_count(backlog: int, in_flight: in
     with_limits = decide(P, PolicyState(), 1, Load(backlog, in_flight, limited), 1000.0)[0]
     without = decide(P, PolicyState(), 1, Load(backlog, in_flight), 1000.0)[0]
     assert with_limits.desired == without.desired
+
+
+def test_a_steady_recommendation_keeps_one_entry_in_the_window() -> None:
+    state, current = PolicyState(), 0
+    for i in range(120):  # two minutes of polls, one a second
+        d, state = decide(P, state, current, Load(250, 0), float(i))
+        current = d.desired
+    assert current == 3 and len(state.recommendations) == 1
+
+
+@given(params_strategy, loads_strategy, st.integers(0, 30))
+def test_scale_down_stops_at_the_highest_recommendation_of_the_window(
+    params: ScalingParams, loads: list[Load | None], start: int
+) -> None:
+    """The window keeps fewer entries than one per poll; what it decides is as if it
+    kept them all."""
+    state, current = PolicyState.resumed(0.0, start), start
+    history: list[tuple[float, int]] = [(0.0, start)]
+    for i, load in enumerate(loads):
+        now_s = float(i * 3)
+        d, state = decide(params, state, current, load, now_s)
+        if load is not None and d.reason is not Reason.SCALE_TO_ZERO and not params.paused:
+            history.append((now_s, d.recommended))
+            highest = max([r for t, r in history[:-1] if now_s - t < params.stabilization_s]
+                          + [d.recommended])
+            if d.recommended < current:
+                want = min(current, highest)
+                assert d.desired == min(max(want, params.min_replicas), params.max_replicas)
+        elif load is not None and d.reason is Reason.SCALE_TO_ZERO:
+            history = [(now_s, 0)]
+        current = d.desired

@@ -1,14 +1,14 @@
-"""The worker Deployments as the operator last saw them through its watch, so a
-poll reads no Deployment from the API server (N TaskQueues polling every second
-would otherwise cost N GETs a second, and most of the operator's CPU). Pure code:
-``handlers`` feeds it the watch events."""
+"""The worker Deployments and worker pods as the operator last saw them through
+its watches, so a poll reads neither from the API server (N TaskQueues polling
+every second would otherwise cost N GETs and N LISTs a second, and most of the
+operator's CPU). Pure code: ``handlers`` feeds it the watch events."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from corral_operator.deployment import SPEC_HASH_ANNOTATION
+from corral_operator.deployment import SPEC_HASH_ANNOTATION, TASKQUEUE_LABEL
 
 Body = dict[str, Any]
 
@@ -60,3 +60,46 @@ def newer(cached: Body, written: Body | None) -> Body:
 
 def _generation(body: Body) -> int:
     return int((body.get("metadata") or {}).get("generation") or 0)
+
+
+def slim_pod(body: Mapping[str, Any]) -> Body:
+    """What ``workerpods`` and the pure modules behind it read of a pod."""
+    meta = body.get("metadata") or {}
+    status = body.get("status") or {}
+    return {
+        "metadata": {
+            "name": meta.get("name"), "namespace": meta.get("namespace"),
+            "annotations": dict(meta.get("annotations") or {}),
+            "deletionTimestamp": meta.get("deletionTimestamp"),
+        },
+        "status": {"phase": status.get("phase"),
+                   "conditions": [dict(c) for c in status.get("conditions") or ()]},
+    }
+
+
+class PodCache:
+    """Worker pods by (namespace, TaskQueue), from the label every worker pod has."""
+
+    def __init__(self) -> None:
+        self._pods: dict[tuple[str, str], dict[str, Body]] = {}
+
+    def seen(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        meta = body.get("metadata") or {}
+        taskqueue = (meta.get("labels") or {}).get(TASKQUEUE_LABEL)
+        if taskqueue is None:
+            return
+        key, name = (str(meta.get("namespace")), str(taskqueue)), str(meta.get("name"))
+        if event_type == "DELETED":
+            pods = self._pods.get(key)
+            if pods is not None:
+                pods.pop(name, None)
+                if not pods:
+                    del self._pods[key]
+        else:
+            self._pods.setdefault(key, {})[name] = slim_pod(body)
+
+    def get(self, namespace: str, taskqueue: str) -> list[Body]:
+        return list(self._pods.get((namespace, taskqueue), {}).values())
+
+    def count(self, namespace: str, taskqueue: str) -> int:
+        return len(self._pods.get((namespace, taskqueue), ()))

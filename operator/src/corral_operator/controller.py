@@ -1,14 +1,13 @@
-"""One TaskQueue's control loop: read the queues, decide, reconcile the Deployment,
-report. The kopf daemon in ``handlers`` runs :meth:`TaskQueueController.run` once
-per TaskQueue, so a broken TaskQueue only ever stalls its own loop."""
+"""One TaskQueue's pass: read the queues, decide, reconcile the Deployment, report.
+The process's one scheduler (``corral_operator.scheduler``) runs the passes of
+every TaskQueue; the kopf daemon in ``handlers`` only adds a TaskQueue to it and
+takes it out again. A broken TaskQueue only ever stalls its own passes."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import math
 import time
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -19,11 +18,12 @@ from corral.errors import ConfigError
 from corral_operator import deployment as dep
 from corral_operator import models
 from corral_operator import status as st
-from corral_operator.cache import DeploymentCache, newer
+from corral_operator.cache import DeploymentCache, PodCache, newer, slim
 from corral_operator.kube import Kube, KubeError, NotFound, ObjectRef, now_rfc3339
 from corral_operator.metrics import OperatorMetrics
 from corral_operator.policy import Decision, Load, PolicyState, ScalingParams, decide
 from corral_operator.redis_io import RedisUnavailable, Server, Servers
+from corral_operator.scheduler import Prefetched, Scheduler
 from corral_operator.shards import WHOLE, Shard, stale_finalizers
 from corral_operator.workerpods import WorkerPods
 
@@ -52,9 +52,14 @@ class Runtime:
     settings: ControllerSettings = field(default_factory=ControllerSettings)
     servers: Servers = field(default_factory=Servers)
     deployments: DeploymentCache = field(default_factory=DeploymentCache)
+    pods: PodCache = field(default_factory=PodCache)
     shard: Shard = WHOLE
     clock: Callable[[], float] = time.monotonic
     controllers: dict[str, TaskQueueController] = field(default_factory=dict)
+    scheduler: Scheduler = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.scheduler = Scheduler(self.clock)
 
 
 class StopFlag(Protocol):
@@ -91,7 +96,8 @@ class TaskQueueController:
         self.owner = dep.Owner(name, namespace, uid)
         self.ref = ObjectRef(models.API_VERSION, models.KIND, name, namespace, uid)
         self._log = _Prefixed(log, {"taskqueue": f"{namespace}/{name}"})
-        self._wake = asyncio.Event()
+        # kopf's live view of the TaskQueue, given when it is scheduled.
+        self.body: Mapping[str, Any] = {}
         self._policy: PolicyState | None = None
         self._applied_generation: int | None = None
         self._spec: tuple[int | None, models.TaskQueueSpec] | None = None
@@ -107,62 +113,55 @@ class TaskQueueController:
         self._was_reachable: bool | None = None
         self._written_status: Body | None = None
         self._written_deployment: Body | None = None
-        # The rendered Deployment of the current spec (rendering and hashing it is
-        # most of a pass's work), and the metric values last exported.
-        self._rendered: tuple[models.TaskQueueSpec, Body] | None = None
+        # The spec hash of the current spec's Deployment (rendering and hashing it
+        # is most of a pass's work; the body itself is rendered again only to be
+        # applied), and the metric values last exported.
+        self._rendered: tuple[models.TaskQueueSpec, str] | None = None
         self._exported: tuple[Any, ...] | None = None
         self._last_scale_time: str | None = None
-        self._pods = WorkerPods(runtime.kube, self.owner)
+        self._pods = WorkerPods(runtime.kube, self.owner, runtime.pods)
+        # After a pass that left the TaskQueue idle at zero replicas: the generation,
+        # depths and watched Deployment it saw. A pass that sees the same again has
+        # nothing to decide, write or export, and ends at once (most TaskQueues of a
+        # platform are idle most of the time).
+        self._idle: tuple[int | None, dict[str, QueueDepth], Body] | None = None
 
     @property
     def name(self) -> str:
         return self.owner.name
 
     @property
+    def uid(self) -> str:
+        return self.owner.uid
+
+    @property
     def namespace(self) -> str:
         return self.owner.namespace
 
-    # -- the loop ------------------------------------------------------------------------
+    # -- as the scheduler sees it ------------------------------------------------------
 
-    async def run(self, body: Mapping[str, Any], stopped: StopFlag) -> None:
-        """Reconcile every pollSeconds until stopped. ``body`` is kopf's live view."""
-        self._last_scale_time = (body.get("status") or {}).get("lastScaleTime")
-        stop_watch = asyncio.create_task(self._wake_when(stopped))
+    async def poll(self, prefetched: Prefetched | None = None) -> float:
+        """One pass on ``body``; a bug in it is logged and retried instead of ending
+        the TaskQueue's passes."""
         try:
-            while not stopped:
-                # Cleared before the pass, so a wake-up that comes during it is kept.
-                self._wake.clear()
-                delay_s = await self._survive(body)
-                if stopped:
-                    break
-                await self._sleep(on_grid(delay_s, self._grid_s, self.runtime.clock()))
-        finally:
-            stop_watch.cancel()
-            await asyncio.gather(stop_watch, return_exceptions=True)
-            await self.close()
-
-    async def _survive(self, body: Mapping[str, Any]) -> float:
-        """One pass; a bug in it is logged and retried instead of ending the loop."""
-        try:
-            return await self.reconcile_once(body)
+            return await self.reconcile_once(self.body, prefetched)
         except Exception:
             self._count_error("unexpected")
             self._log.exception("reconcile failed unexpectedly; retrying")
             self._failures += 1
             return self.runtime.settings.max_backoff_s
 
-    async def _sleep(self, delay_s: float) -> None:
-        """Until ``delay_s`` is over or the loop is woken (cheaper than ``wait_for``,
-        which makes a task per wait: a thousand loops wait every second)."""
-        timer = asyncio.get_running_loop().call_later(delay_s, self._wake.set)
-        try:
-            await self._wake.wait()
-        finally:
-            timer.cancel()
-
-    async def _wake_when(self, stopped: StopFlag) -> None:
-        await stopped.wait()
-        self._wake.set()
+    def planned_read(self) -> tuple[Server, Sequence[str]] | None:
+        """The server and queues of the next pass, when the spec it read last is
+        still current and its connection does not need a fresh look at a Secret."""
+        if self._server is None or self._spec is None or self._redis_source is None:
+            return None
+        generation, spec = self._spec
+        meta = self.body.get("metadata") or {}
+        if generation is None or meta.get("generation") != generation \
+                or meta.get("deletionTimestamp") or not self._connection_fresh(spec.redis):
+            return None
+        return self._server, spec.queue_names
 
     @property
     def acted_on_generation(self) -> int | None:
@@ -170,38 +169,53 @@ class TaskQueueController:
 
     def wake(self) -> None:
         """Reconcile now instead of at the next poll (the spec changed)."""
-        self._wake.set()
+        self.runtime.scheduler.wake(self.uid)
 
     def _on_queue_wake(self, queue: str) -> None:
         """Work appeared in an empty queue. Only scaling from zero waits on this: with
-        replicas running, the poll scales further (and wake-ups come often)."""
-        if self._replicas == 0:
-            self._wake.set()
+        replicas running, the poll scales further (and wake-ups come often). Before
+        the first pass is over (None), the subscription's catch-up may come after that
+        pass read the queues: a task enqueued in between would wait for the poll."""
+        if self._replicas is None or self._replicas == 0:
+            self.runtime.scheduler.wake(self.uid)
 
     @property
-    def _grid_s(self) -> float:
+    def grid_s(self) -> float:
         spec = self._spec[1] if self._spec is not None else None
         return float(spec.scaling.poll_seconds) if spec is not None else 1.0
+
+    def resume(self, body: Mapping[str, Any]) -> None:
+        """Carry on from what the status says (a restarted operator)."""
+        self._last_scale_time = (body.get("status") or {}).get("lastScaleTime")
 
     async def close(self) -> None:
         await self._drop_redis()
 
-    async def reconcile_once(self, body: Mapping[str, Any]) -> float:
+    async def reconcile_once(self, body: Mapping[str, Any],
+                             prefetched: Prefetched | None = None) -> float:
         """One pass; returns the seconds until the next one. Expected failures (Redis,
-        the Kubernetes API, the spec) become a condition, a metric and a retry."""
+        the Kubernetes API, the spec) become a condition, a metric and a retry.
+        ``prefetched``: the depths the scheduler read for this pass."""
         started = self.runtime.clock()
         generation = body.get("metadata", {}).get("generation")
         self._seen_generation = generation
         await self._drop_stale_finalizers(body)
         if body.get("metadata", {}).get("deletionTimestamp"):
-            return self.runtime.settings.invalid_spec_retry_s  # going away: touch nothing
+            return self._idle_at(None)  # going away: touch nothing
+        if self._still_idle(generation, prefetched):
+            if not await self._ticked_while_idle():
+                self.runtime.metrics.poll_duration.labels(self.namespace, self.name).observe(
+                    self.runtime.clock() - started)
+                assert self._spec is not None  # _still_idle checks the generation parsed
+                return float(self._spec[1].scaling.poll_seconds)
+            prefetched = None  # a tick was enqueued after the scheduler's read
         try:
             spec = self._parse(body, generation)
         except ValidationError as exc:
             await self._report_invalid(body, generation, _validation_message(exc))
             return self.runtime.settings.invalid_spec_retry_s
         try:
-            delay_s = await self._reconcile(body, spec, generation)
+            delay_s = await self._reconcile(body, spec, generation, prefetched)
         except KubeError as exc:
             self._failures += 1
             self._count_error("kubernetes")
@@ -212,14 +226,49 @@ class TaskQueueController:
                 self.runtime.clock() - started)
         return delay_s
 
+    async def _ticked_while_idle(self) -> bool:
+        """An idle TaskQueue's periodic tasks are ticked too; a tick enqueued means the
+        pass goes on, with a fresh read."""
+        assert self._server is not None and self._spec is not None  # as _still_idle checks
+        return await self._tick_schedules(self._server, self._spec[1]) > 0
+
+    def _idle_at(self, idle: tuple[int | None, dict[str, QueueDepth], Body] | None) -> float:
+        self._idle = idle
+        return self.runtime.settings.invalid_spec_retry_s
+
+    def _still_idle(self, generation: int | None, prefetched: Prefetched | None) -> bool:
+        """Nothing changed since a pass that left the TaskQueue idle at zero."""
+        if self._idle is None or prefetched is None or prefetched.depths is None \
+                or prefetched.error is not None or prefetched.server is not self._server:
+            return False
+        seen_generation, depths, deployment = self._idle
+        if generation != seen_generation or self._spec is None or self._spec[0] != generation:
+            return False
+        if self.runtime.deployments.get(self.namespace, deployment["metadata"]["name"]) \
+                is not deployment or self.runtime.pods.count(self.namespace, self.name):
+            return False
+        return all(prefetched.depths.get(q) == d for q, d in depths.items())
+
+    def _note_idle(self, generation: int | None, current: int, decision: Decision,
+                   seen: _Observation, status_written: bool) -> None:
+        cached = self.runtime.deployments.get(self.namespace, dep.deployment_name(self.name))
+        idle = (status_written and current == 0 and decision.desired == 0
+                and seen.redis_error is None and seen.deployment_problem is None
+                and seen.depths is not None and cached is not None and seen.deployment is cached
+                and not any(d.backlog or d.in_flight for d in seen.depths.values())
+                and not self.runtime.pods.count(self.namespace, self.name))
+        self._idle = (generation, seen.depths, cached) if idle and seen.depths is not None \
+            and cached is not None else None
+
     async def _reconcile(
-        self, body: Mapping[str, Any], spec: models.TaskQueueSpec, generation: int | None
+        self, body: Mapping[str, Any], spec: models.TaskQueueSpec, generation: int | None,
+        prefetched: Prefetched | None,
     ) -> float:
         seen = _Observation()
-        await self._read_queues(spec, seen)
+        await self._read_queues(spec, seen, prefetched)
         seen.deployment = await self._observe_deployment()
         current = _replicas(seen.deployment)
-        pods_known = await self._observe_pods(seen.depths)
+        pods_known = await self._observe_pods(seen.depths, current)
         decision = self._pods.hold(self._decide(spec, current, seen.depths), spec,
                                    self.runtime.clock(), pods_known and seen.depths is not None)
         scaling_down = decision.desired < current
@@ -238,7 +287,8 @@ class TaskQueueController:
         else:
             await self._announce_scale(decision)
         self._replicas = _replicas(seen.deployment)  # before the status write, which may lag
-        await self._report(body, generation, spec, decision, seen)
+        written = await self._report(body, generation, spec, decision, seen)
+        self._note_idle(generation, current, decision, seen, written)
         self._failures = self._failures + 1 if seen.redis_error else 0
         return self._backoff_s(spec) if seen.redis_error else float(spec.scaling.poll_seconds)
 
@@ -285,12 +335,16 @@ class TaskQueueController:
 
     # -- redis ---------------------------------------------------------------------------
 
-    async def _read_queues(self, spec: models.TaskQueueSpec, seen: _Observation) -> None:
+    async def _read_queues(self, spec: models.TaskQueueSpec, seen: _Observation,
+                           prefetched: Prefetched | None) -> None:
         try:
             server = await self._connection(spec.redis)
             self._watch(server, tuple(spec.queue_names))
-            await self._tick_schedules(server, spec)
-            seen.depths = await server.depths(spec.queue_names)
+            ticked = await self._tick_schedules(server, spec)
+            # A tick enqueued since the scheduler's read: that read is out of date.
+            seen.depths = None if ticked else _prefetched(prefetched, server, spec.queue_names)
+            if seen.depths is None:
+                seen.depths = await server.depths(spec.queue_names)
         except NotFound as exc:
             seen.redis_error, seen.redis_reason = str(exc), "SecretNotFound"
         except KubeError as exc:
@@ -305,23 +359,22 @@ class TaskQueueController:
             self._url_read_s = float("-inf")
         await self._announce_redis(seen.redis_error)
 
-    async def _tick_schedules(self, server: Server, spec: models.TaskQueueSpec) -> None:
+    async def _tick_schedules(self, server: Server, spec: models.TaskQueueSpec) -> int:
         """Tick the queues' periodic tasks before their depths are read: with no worker
         running, a tick's task is enqueued here and the depth read then scales from
-        zero to run it (so scaling to zero never skips a tick)."""
+        zero to run it (so scaling to zero never skips a tick). Returns how many
+        tasks were enqueued."""
         enqueued = await server.tick_schedules(spec.queue_names)
         if enqueued:
             self._log.info("enqueued %d periodic tasks", enqueued)
+        return enqueued
 
     async def _connection(self, source: models.RedisSpec) -> Server:
         """The shared server for ``source``; a URL or CA from a Secret is read again now
         and then, so a changed Secret (a rotated password or CA, a moved Redis) is
         picked up."""
         now_s = self.runtime.clock()
-        fresh = now_s - self._url_read_s < self.runtime.settings.secret_refresh_s
-        from_secrets = source.url_secret_ref is not None or source.ca_secret_ref is not None
-        if self._server is not None and source == self._redis_source \
-                and (not from_secrets or fresh):
+        if self._server is not None and self._connection_fresh(source):
             return self._server
         url, ca = await self._url(source), await self._ca(source)
         self._url_read_s = now_s
@@ -332,6 +385,14 @@ class TaskQueueController:
         self._server = self.runtime.servers.acquire(url, ca, source.prefix)
         self._redis_source = source
         return self._server
+
+    def _connection_fresh(self, source: models.RedisSpec) -> bool:
+        """The connection of the last pass serves ``source`` without a Secret read."""
+        # The spec is parsed once per generation: mostly the very same object.
+        if source is not self._redis_source and source != self._redis_source:
+            return False
+        fresh = self.runtime.clock() - self._url_read_s < self.runtime.settings.secret_refresh_s
+        return fresh or (source.url_secret_ref is None and source.ca_secret_ref is None)
 
     def _watch(self, server: Server, queues: tuple[str, ...]) -> None:
         if queues != self._watched:
@@ -390,9 +451,10 @@ class TaskQueueController:
 
     # -- worker pods and node autoscalers (corral_operator.workerpods) --------------------
 
-    async def _observe_pods(self, depths: Mapping[str, QueueDepth] | None) -> bool:
+    async def _observe_pods(self, depths: Mapping[str, QueueDepth] | None,
+                            replicas: int) -> bool:
         try:
-            await self._pods.observe(depths)
+            await self._pods.observe(depths, replicas)
         except KubeError as exc:
             self._count_error("pods")
             self._log.warning("could not list worker pods: %s", exc)
@@ -434,10 +496,10 @@ class TaskQueueController:
     ) -> Body:
         """Apply the rendered Deployment when it is missing, outdated or edited by
         someone else (its generation moved without us); else only patch the replicas."""
-        rendered = self._render(spec, decision.desired)
-        wanted_hash = rendered["metadata"]["annotations"][dep.SPEC_HASH_ANNOTATION]
+        wanted_hash = self._spec_hash(spec)
+        name = dep.deployment_name(self.name)
         if current is None:
-            self._log.info("creating deployment %s", rendered["metadata"]["name"])
+            self._log.info("creating deployment %s", name)
         drifted = (
             current is None
             or (current["metadata"].get("annotations") or {}).get(dep.SPEC_HASH_ANNOTATION)
@@ -445,21 +507,23 @@ class TaskQueueController:
             or current["metadata"].get("generation") != self._applied_generation
         )
         if drifted:
-            result = await self.runtime.kube.apply_deployment(rendered)
+            result = await self.runtime.kube.apply_deployment(
+                dep.render(self.owner, spec, decision.desired))
         elif decision.changed:
             result = await self.runtime.kube.scale_deployment(
-                self.namespace, rendered["metadata"]["name"], decision.desired)
+                self.namespace, name, decision.desired)
         else:
             return current  # type: ignore[return-value]  # drifted covers None
         self._applied_generation = result["metadata"].get("generation")
-        self._written_deployment = result
-        return result
+        # What a pass reads of it: the API's answer is ten times bigger.
+        self._written_deployment = slim(result)
+        return self._written_deployment
 
-    def _render(self, spec: models.TaskQueueSpec, replicas: int) -> Body:
+    def _spec_hash(self, spec: models.TaskQueueSpec) -> str:
         if self._rendered is None or self._rendered[0] is not spec:
-            self._rendered = (spec, dep.render(self.owner, spec, 0))
-        base = self._rendered[1]
-        return {**base, "spec": {**base["spec"], "replicas": replicas}}
+            rendered = dep.render(self.owner, spec, 0)
+            self._rendered = (spec, rendered["metadata"]["annotations"][dep.SPEC_HASH_ANNOTATION])
+        return self._rendered[1]
 
     async def _announce_scale(self, decision: Decision) -> None:
         if not decision.changed:
@@ -482,7 +546,8 @@ class TaskQueueController:
         spec: models.TaskQueueSpec,
         decision: Decision,
         seen: _Observation,
-    ) -> None:
+    ) -> bool:
+        """Export the metrics and write the status; False when the write failed."""
         replicas = _replicas(seen.deployment)
         ready = int(((seen.deployment or {}).get("status") or {}).get("readyReplicas") or 0)
         status: Body = {
@@ -506,7 +571,7 @@ class TaskQueueController:
             st.scaling_condition(decision),
         ], generation, now_rfc3339())
         self._export(status, spec.scaling, seen.depths)
-        await self._write_status(status)
+        return await self._write_status(status)
 
     def _previous_conditions(self, body: Mapping[str, Any]) -> list[Body]:
         # Our last write is fresher than the watched body, which may lag behind it.
@@ -534,18 +599,19 @@ class TaskQueueController:
             m.in_flight.labels(*labels).set(status["inFlight"])
             m.set_dead_letter(*labels, dead or {})
 
-    async def _write_status(self, status: Body) -> None:
+    async def _write_status(self, status: Body) -> bool:
         if status == self._written_status:
-            return
+            return True
         try:
             await self.runtime.kube.patch_taskqueue_status(self.namespace, self.name, status)
         except NotFound:
-            return  # deleted meanwhile; the daemon is about to stop
+            return False  # deleted meanwhile; the daemon is about to stop
         except KubeError as exc:
             self._count_error("status")
             self._log.warning("status not written: %s", exc)
-            return
+            return False
         self._written_status = status
+        return True
 
     async def _event(self, kind: str, reason: str, message: str) -> None:
         try:
@@ -564,16 +630,6 @@ class TaskQueueController:
         return float(min(poll_s * 2 ** min(self._failures, 10), ceiling_s))
 
 
-def on_grid(delay_s: float, grid_s: float, now_s: float) -> float:
-    """``delay_s`` shortened so that the wait ends on a multiple of ``grid_s``: loops
-    with one pollSeconds then wake together, and their Redis reads share a round
-    trip. A pass that ran for X seconds past a grid point waits ``grid_s - X``."""
-    if grid_s <= 0:
-        return delay_s
-    next_point = math.floor(now_s / grid_s) * grid_s + grid_s
-    return max(0.0, next_point + max(0.0, delay_s - grid_s) - now_s)
-
-
 def _params(scaling: models.ScalingSpec) -> ScalingParams:
     return ScalingParams(
         min_replicas=scaling.min_replicas,
@@ -584,6 +640,19 @@ def _params(scaling: models.ScalingSpec) -> ScalingParams:
         cooldown_s=float(scaling.cooldown_seconds),
         paused=scaling.paused,
     )
+
+
+def _prefetched(prefetched: Prefetched | None, server: Server,
+                queues: Sequence[str]) -> dict[str, QueueDepth] | None:
+    """The depths the scheduler read for this pass, if it read them from this server
+    (the connection may have changed since); raises what the read raised."""
+    if prefetched is None or prefetched.server is not server:
+        return None
+    if prefetched.error is not None:
+        raise prefetched.error
+    if prefetched.depths is None or any(q not in prefetched.depths for q in queues):
+        return None
+    return {q: prefetched.depths[q] for q in queues}
 
 
 def _replicas(deployment: Body | None) -> int:
@@ -601,13 +670,18 @@ def _validation_message(exc: ValidationError) -> str:
 
 
 async def run_taskqueue(runtime: Runtime, body: Mapping[str, Any], stopped: StopFlag) -> None:
-    """The control loop of one TaskQueue, for as long as it exists."""
+    """The TaskQueue in the scheduler, for as long as its daemon runs."""
     meta = body["metadata"]
     loop = TaskQueueController(runtime, meta["name"], meta["namespace"], meta["uid"])
+    loop.body = body
+    loop.resume(body)
     runtime.controllers[meta["uid"]] = loop
+    runtime.scheduler.add(loop)
     try:
-        await loop.run(body, stopped)
+        await stopped.wait()
     finally:
+        await runtime.scheduler.remove(meta["uid"])
+        await loop.close()
         runtime.controllers.pop(meta["uid"], None)
         runtime.metrics.forget(meta["namespace"], meta["name"])
 

@@ -2,9 +2,10 @@
 around a plain async function of ``corral_operator.controller``.
 
 - login: credentials for kopf's own watches (in-cluster, else the kubeconfig).
-- a daemon per TaskQueue of this shard: its control loop, stopped when the TaskQueue goes.
+- a daemon per TaskQueue of this shard: it puts the TaskQueue into the one scheduler
+  of the process and takes it out when the TaskQueue goes (or kopf pauses).
 - a TaskQueue's spec changed: wake its loop at once instead of at the next poll.
-- a worker Deployment changed: remembered, so that a poll reads none from the API.
+- a worker Deployment or pod changed: remembered, so that a poll reads none from the API.
 
 TaskQueues of other shards (``corral operator --shard I/N``) match no handler.
 """
@@ -49,5 +50,11 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
                    labels={"app.kubernetes.io/managed-by": MANAGER})
     async def worker_deployment(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
         runtime.deployments.seen(event.get("type"), body)
+
+    # The worker pods: a poll lists them only when the watch shows too few.
+    @kopf.on.event("", "v1", "pods", id="worker-pods", registry=registry,
+                   labels={"app.kubernetes.io/managed-by": MANAGER})
+    async def worker_pod(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+        runtime.pods.seen(event.get("type"), body)
 
     return registry

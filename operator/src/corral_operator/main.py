@@ -112,6 +112,7 @@ async def serve(
         try:
             await _run_kopf(config, runtime, stop_flag, ready_flag)
         finally:
+            await runtime.scheduler.close()
             await runtime.servers.close()
     finally:
         await server.stop()
@@ -158,6 +159,8 @@ def run_operator(
     if peering is not None:
         log.info("peering %r with priority %d (the highest live replica is active)",
                  peering_name(peering, shard), config.priority)
-    # One line per liveness probe is noise.
+    # One line per liveness probe is noise; so is kopf's line per watch event of every
+    # worker Deployment and pod ("Handler ... succeeded"): thousands at start-up.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     asyncio.run(serve(config))

@@ -128,7 +128,7 @@ def decide(
     raw = math.ceil(load.total / params.target_per_replica)
     recommended, note = _recommend(params, current, load, raw)
     recommended = min(max(recommended, params.min_replicas), params.max_replicas)
-    window = (*_recent(state.recommendations, now_s, params.stabilization_s), (now_s, recommended))
+    window = _window(state.recommendations, now_s, params.stabilization_s, recommended)
     # Up at once; down only as far as the window's highest recommendation allows.
     highest = max(r for _, r in window)
     desired = recommended if recommended >= current else min(current, highest)
@@ -166,10 +166,16 @@ def _held_by_limits(params: ScalingParams, load: Load, raw: int) -> bool:
     return load.limited > 0 and min(with_limited, params.max_replicas) > raw
 
 
-def _recent(
-    recommendations: tuple[tuple[float, int], ...], now_s: float, window_s: float
+def _window(
+    recommendations: tuple[tuple[float, int], ...], now_s: float, window_s: float,
+    recommended: int,
 ) -> tuple[tuple[float, int], ...]:
-    return tuple((t, r) for t, r in recommendations if now_s - t < window_s)
+    """The stabilization window with ``recommended`` added. Only its highest value is
+    ever read, so an entry is dropped as soon as a later one is as high: it could
+    never be the highest again (the later one stays in the window longer). A steady
+    recommendation keeps one entry instead of one per poll."""
+    kept = tuple((t, r) for t, r in recommendations if now_s - t < window_s and r > recommended)
+    return (*kept, (now_s, recommended))
 
 
 def _reason(

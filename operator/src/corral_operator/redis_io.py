@@ -12,7 +12,9 @@
   once instead of at its next poll (:meth:`Server.watch`).
 - The periodic tasks registered on the watched queues are ticked on every poll
   (:meth:`Server.tick_schedules`), so a tick is enqueued while no worker runs and the
-  TaskQueue then scales from zero to run it.
+  TaskQueue then scales from zero to run it. The schedules are kept between polls, so
+  a poll with no tick due makes no call; they are read again when a registration
+  publishes a change, and every ``schedules_reread_s`` in case that was missed.
 """
 
 from __future__ import annotations
@@ -27,11 +29,18 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from corral.channels import Channels
 from corral.connection import connect, redact
 from corral.depths import QueueDepth, read_queue_depths
 from corral.errors import CorralError
-from corral.keys import DEFAULT_PREFIX, queue_keys, queue_of_channel, validate_prefix
-from corral.schedules import tick_registered
+from corral.keys import (
+    DEFAULT_PREFIX,
+    SCHEDULES_CHANGED,
+    queue_keys,
+    queue_of_channel,
+    validate_prefix,
+)
+from corral.schedules import Registered, registered, tick_due
 from corral.scripts import Scripts
 
 log = logging.getLogger("corral.operator")
@@ -57,6 +66,9 @@ class RedisSettings:
     # Wait before subscribing again after the subscription failed.
     subscribe_retry_s: float = 2.0
     max_connections: int = 8
+    # The schedules registered on a queue are read again after this long even with
+    # no change published (one published while the subscription was down).
+    schedules_reread_s: float = 60.0
 
 
 @dataclass(slots=True)
@@ -82,6 +94,8 @@ class Server:
         self._in_flight: asyncio.Task[None] | None = None
         self._watchers: dict[str, set[OnWake]] = {}
         self._subscriber: asyncio.Task[None] | None = None
+        # Per queue: when its schedules were read (monotonic s), and what was read.
+        self._schedules: dict[str, tuple[float, list[Registered]]] = {}
         self.round_trips = 0  # pipelines sent, for tests and metrics
         self.subscribed = False  # to the wake channels of every watched queue
 
@@ -96,6 +110,15 @@ class Server:
         if self._flush_timer is None and self._in_flight is None:
             self._flush_timer = loop.call_later(self._settings.batch_window_s, self._flush)
         return await read.future
+
+    async def depths_now(self, queues: Sequence[str]) -> dict[str, QueueDepth]:
+        """The depths of ``queues`` in a round trip of their own, sent at once, not
+        after a window nor behind a pipeline in flight: for a wake-up, which is
+        waited on. Raises RedisUnavailable when Redis cannot answer."""
+        try:
+            return await self._read(list(queues))
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise RedisUnavailable(f"redis: {str(exc) or type(exc).__name__}") from exc
 
     def _flush(self) -> None:
         self._flush_timer = None
@@ -148,14 +171,29 @@ class Server:
         """Enqueue the due ticks of the periodic tasks registered on ``queues``, each
         once whoever else (a worker) ticks them too. Returns how many were enqueued; a
         failure is logged and counts as none (the depth read reports Redis's state)."""
+        now_ms = time.time_ns() // 1_000_000
+        enqueued = 0
         try:
             async with asyncio.timeout(self._settings.timeout_s):
-                return await tick_registered(self._redis, self._scripts, queues,
-                                             time.time_ns() // 1_000_000, prefix=self.prefix)
+                for queue in queues:
+                    entries = await self._registered(queue)
+                    if not entries:
+                        continue
+                    count, kept = await tick_due(self._scripts, entries, now_ms,
+                                                 prefix=self.prefix)
+                    enqueued += count
+                    self._schedules[queue] = (self._schedules[queue][0], kept)
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning("periodic tasks of %s not ticked: %s", ", ".join(queues),
                         str(exc) or type(exc).__name__)
-            return 0
+        return enqueued
+
+    async def _registered(self, queue: str) -> list[Registered]:
+        read_s, entries = self._schedules.get(queue, (float("-inf"), []))
+        if time.monotonic() - read_s >= self._settings.schedules_reread_s:
+            entries = await registered(self._redis, queue, prefix=self.prefix)
+            self._schedules[queue] = (time.monotonic(), entries)
+        return entries
 
     # -- wake-ups --------------------------------------------------------------------
 
@@ -195,29 +233,36 @@ class Server:
                 await asyncio.sleep(self._settings.subscribe_retry_s)
 
     async def _listen(self) -> None:
-        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        # Channels: shard subscriptions on a Redis 7+ Cluster, where the scripts
+        # SPUBLISH a wake-up to the queue's own shard.
+        channels = Channels(self._redis)
         subscribed: set[str] = set()
         try:
             while True:
                 wanted = {queue_keys(q, self.prefix).wake_channel for q in self._watchers}
                 added = wanted - subscribed
                 if added:
-                    await pubsub.subscribe(*added)
+                    await channels.subscribe(*added)
+                    for channel in added:  # a change may have been published meanwhile
+                        self._schedules.pop(queue_of_channel(channel), None)
                     self._dispatch([queue_of_channel(c) for c in added])  # missed ones
                 if subscribed - wanted:
-                    await pubsub.unsubscribe(*(subscribed - wanted))
+                    await channels.unsubscribe(*(subscribed - wanted))
                 subscribed = wanted
                 self.subscribed = True
                 if not subscribed:
                     await asyncio.sleep(self._settings.resubscribe_s)
                     continue
-                message = await pubsub.get_message(timeout=self._settings.resubscribe_s)
-                if message is not None and message.get("type") == "message":
-                    self._dispatch([queue_of_channel(message["channel"].decode())])
+                message = await channels.get_within(self._settings.resubscribe_s)
+                if message is not None:
+                    queue = queue_of_channel(message[0])
+                    if message[1] == SCHEDULES_CHANGED.encode():
+                        self._schedules.pop(queue, None)
+                    self._dispatch([queue])
         finally:
             self.subscribed = False
             with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await channels.aclose()
 
     # -- lifecycle -------------------------------------------------------------------
 

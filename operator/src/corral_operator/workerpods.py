@@ -16,6 +16,7 @@ from corral.depths import QueueDepth
 from corral_operator import budget, capacity, models, protection
 from corral_operator import deployment as dep
 from corral_operator.busy import BusyHold, busy_pods, hold_for_busy
+from corral_operator.cache import PodCache
 from corral_operator.kube import Kube
 from corral_operator.policy import Decision
 
@@ -37,6 +38,7 @@ class WorkerPods:
 
     kube: Kube
     owner: dep.Owner
+    watched: PodCache = field(default_factory=PodCache)
     pods: list[Body] = field(default_factory=list)
     in_flight: dict[str, int] = field(default_factory=dict)
     in_flight_known: bool = False  # False while Redis cannot be read
@@ -56,10 +58,17 @@ class WorkerPods:
     def busy(self) -> frozenset[str]:
         return busy_pods((p["metadata"]["name"] for p in self.live), self.in_flight)
 
-    async def observe(self, depths: Mapping[str, QueueDepth] | None) -> None:
-        """List the pods (raises KubeError) and note what their workers run."""
-        self.pods = await self.kube.list_pods(self.owner.namespace,
-                                              dep.label_selector(self.owner.name))
+    async def observe(self, depths: Mapping[str, QueueDepth] | None,
+                      replicas: int = -1) -> None:
+        """The pods from the watch, listed (raises KubeError) only when the watch shows
+        fewer than the Deployment's ``replicas`` (-1: always), and what their workers
+        run."""
+        watched = self.watched.get(self.owner.namespace, self.owner.name)
+        if len(watched) >= replicas >= 0:
+            self.pods = watched
+        else:
+            self.pods = await self.kube.list_pods(self.owner.namespace,
+                                                  dep.label_selector(self.owner.name))
         self.in_flight = in_flight_by_worker(depths)
         self.in_flight_known = depths is not None
 
