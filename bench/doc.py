@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bench import scale_section
+from bench import keda_section, scale_section
 from bench.report import (
     TARGET_COMMANDS_PER_TASK,
     Results,
@@ -36,6 +36,7 @@ def render(results: Results, summary: Summary, images: Mapping[str, str]) -> str
         _profile(results.get("profile")),
         _operator(results.get("operator")),
         karpenter_section(results.get("karpenter")),
+        keda_section.markdown(results.get("keda")),
         scale_section.markdown(results.get("operator_scale"), images.get("operator_scale")),
         _failures(results),
     ]
