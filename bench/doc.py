@@ -394,7 +394,8 @@ def _keda_comparison(data: Any) -> str:
             and isinstance(worst_s, (int, float)) else "")
     return "\n".join(line for line in [
         "For comparison, the reaction that KEDA's and the HPA's documented defaults imply "
-        f"(not measured here): KEDA checks a ScaledObject's trigger every `pollingInterval` "
+        "(measured below, in *Corral vs KEDA*): KEDA checks a ScaledObject's trigger every "
+        "`pollingInterval` "
         f"= {KEDA_POLL_S:.0f} s and itself activates a Deployment from zero replicas; above "
         "one replica the HPA decides, once per `--horizontal-pod-autoscaler-sync-period` = "
         f"{HPA_SYNC_S:.0f} s. A backlog appearing at a random moment therefore waits half an "

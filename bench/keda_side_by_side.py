@@ -587,20 +587,27 @@ def main() -> int:
                             result = SCENARIOS[scenario](trial)
                             results.setdefault(name, {}).setdefault(scenario, []).append(result)
                             print(f"{name} {scenario} {i + 1}: {result}", flush=True)
+                            if args.json:  # as it goes: a run cut short keeps its figures
+                                write_figures(args, results, started)
         finally:
             if keda is not None:
                 keda.stop()
             if operator is not None:
                 operator.stop()
             k8s.stop()
+    print(json.dumps(write_figures(args, results, started)["scalers"], indent=1))
+    return 0
+
+
+def write_figures(args: argparse.Namespace, results: dict[str, dict[str, list[dict[str, Any]]]],
+                  started: float) -> dict[str, Any]:
     figures = {"scalers": summarize(results), "raw": results,
                "hpa_sync_period": args.hpa_sync_period, "keda_version": keda_version(),
-               "total_s": time.monotonic() - started,
+               "total_s": round(time.monotonic() - started),
                "measured": time.strftime("%Y-%m-%d", time.gmtime())}
-    print(json.dumps(figures["scalers"], indent=1))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
-    return 0
+    return figures
 
 
 def keda_version() -> str:
