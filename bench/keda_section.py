@@ -48,10 +48,14 @@ def _drop(row: Mapping[str, Any]) -> tuple[str, str]:
     if not runs:
         return "n/a", "n/a"
     run = runs[0]
-    return str(run["interrupted"]), f"{run['lowest_replicas']} (then {run['replicas_after_hold']})"
+    stopped = run.get("workers_stopped")
+    interrupted = str(run["interrupted"]) + ("" if stopped is None else f" ({stopped})")
+    return interrupted, f"{run['lowest_replicas']} (then {run['replicas_after_hold']})"
 
 
-def _row(name: str, row: Mapping[str, Any]) -> str:
+def _row(name: str, row: Mapping[str, Any] | None) -> str:
+    if row is None:
+        return f"| {LABELS.get(name, name)} | | not measured | | | | |"
     interrupted, lowest = _drop(row)
     return (f"| {LABELS.get(name, name)} | {row['settings']} | "
             f"{_seconds(row, 'from_zero_s')} | {_seconds(row, 'reaction_s')} | "
@@ -85,12 +89,14 @@ def markdown(data: Mapping[str, Any] | None) -> str:
         "replica changes over the next 60 s;",
         "- **long tasks on a load drop**: 4 long tasks and 32 short ones; once the short ones "
         "are done the long ones run on for 30 s: tasks interrupted (from the tasks' own "
-        "start/finish records) and the lowest replica count meanwhile.",
+        "start/finish records; in brackets, the workers a scale-down stopped meanwhile: an "
+        "interruption with none stopped had another cause) and the lowest replica count.",
         "",
         "| scaler | settings | scale from zero | reaction (to 6 replicas) "
-        "| replica changes, steady load | long tasks interrupted | lowest replicas (after 30 s) |",
+        "| replica changes, steady load | long tasks interrupted (workers stopped) "
+        "| lowest replicas (after 30 s) |",
         "|---|---|---:|---:|---:|---:|---:|",
-        *(_row(name, row) for name, row in rows.items()),
+        *(_row(name, rows.get(name)) for name in [*LABELS, *(n for n in rows if n not in LABELS)]),
         "",
         "Why they differ: KEDA's list-length scaler sees only tasks waiting in one list, not "
         "tasks running (leased), delayed or at other priorities, so once the waiting tasks are "
