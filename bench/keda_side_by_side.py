@@ -511,8 +511,9 @@ def drop(trial: Trial) -> dict[str, Any]:
                                                (n, pods.errors[-1:])), timeout_s=120)
         dropped = time.monotonic()
         release(trial.redis_url, trial.record, "short")
-        wait_until("the 32 short tasks done", lambda: ((n := records.finished()) >= 32, n),
-                   timeout_s=120)
+        # A worker running a long task may hold one short task it prefetched: it waits.
+        wait_until("the short tasks done", lambda: (
+            (n := records.finished()) >= 32 - 4, n), timeout_s=120)
         start = time.monotonic()
         time.sleep(HOLD_S)
         end = time.monotonic()
