@@ -108,6 +108,11 @@ def markdown(data: Mapping[str, Any] | None) -> str:
         "`pollingInterval`; above one replica the HPA decides, on its own sync period. "
         "Corral's operator scales from zero on the wake-up producers publish, whatever "
         "`pollSeconds` is.",
+        *([] if not any(n.startswith("keda") and not r.get("steady")
+                        for n, r in rows.items()) else [
+            "",
+            "*n/a*: not measured yet. The figures come from "
+            + "; ".join(f"`{r}`" for r in data.get("runs", [])) + "."]),
         *([] if any(n.startswith("keda") for n in rows) else [
             "",
             "The KEDA rows are not measured yet: they need `scripts/k8s/build-keda` (KEDA "
