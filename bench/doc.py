@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bench import scale_section
+from bench import keda_section, scale_section
 from bench.report import (
     TARGET_COMMANDS_PER_TASK,
     Results,
@@ -36,6 +36,7 @@ def render(results: Results, summary: Summary, images: Mapping[str, str]) -> str
         _profile(results.get("profile")),
         _operator(results.get("operator")),
         karpenter_section(results.get("karpenter")),
+        keda_section.markdown(results.get("keda")),
         scale_section.markdown(results.get("operator_scale"), images.get("operator_scale")),
         _failures(results),
     ]
@@ -393,7 +394,8 @@ def _keda_comparison(data: Any) -> str:
             and isinstance(worst_s, (int, float)) else "")
     return "\n".join(line for line in [
         "For comparison, the reaction that KEDA's and the HPA's documented defaults imply "
-        f"(not measured here): KEDA checks a ScaledObject's trigger every `pollingInterval` "
+        "(measured below, in *Corral vs KEDA*): KEDA checks a ScaledObject's trigger every "
+        "`pollingInterval` "
         f"= {KEDA_POLL_S:.0f} s and itself activates a Deployment from zero replicas; above "
         "one replica the HPA decides, once per `--horizontal-pod-autoscaler-sync-period` = "
         f"{HPA_SYNC_S:.0f} s. A backlog appearing at a random moment therefore waits half an "

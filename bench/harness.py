@@ -23,7 +23,7 @@ from typing import Any
 
 import redis
 
-from bench import operator_section, profile, record, report, scale_section, stats
+from bench import keda_section, operator_section, profile, record, report, scale_section, stats
 from bench.procs import Producer, StepFailed, Workers
 from bench.redisinfo import Monitor, calls_between, commandstats_calls, own_address
 from bench.systems import SYSTEMS
@@ -334,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.rmtree(bench.records, ignore_errors=True)
     results["operator"] = None if args.no_operator else operator_section.run(out_dir, plan.quick)
     results["karpenter"] = operator_section.karpenter_figures()
+    results["keda"] = keda_section.figures()
     results["operator_scale"] = (None if args.no_operator
                                  else scale_section.run(out_dir, plan.quick))
     results["finished"] = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")

@@ -135,9 +135,10 @@ class Cluster:
             raise RuntimeError(f"scripts/k8s/{name} {' '.join(args)} failed "
                                f"(exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
 
-    def start(self, timeout: float = 120) -> None:
+    def start(self, timeout: float = 120, up_args: tuple[str, ...] = ()) -> None:
+        """``up_args``: more ``scripts/k8s/up`` flags (``--hpa-sync-period=1s``)."""
         # --owner-pid: the cluster goes away with this process even if teardown never runs.
-        self._script("up", f"--timeout={timeout}", f"--owner-pid={os.getpid()}",
+        self._script("up", f"--timeout={timeout}", f"--owner-pid={os.getpid()}", *up_args,
                      timeout=timeout + 30)
         self.server = self._read_server()
         self.wait_ready(timeout)
