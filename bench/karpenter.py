@@ -51,14 +51,19 @@ from tests.e2e.test_karpenter import (  # noqa: E402
     load_drops,
 )
 from tests.e2e.test_operator import (  # noqa: E402
-    CRD_FILE,
     OperatorProcess,
     apply,
     enqueue,
     status,
     wait_until,
 )
-from tests.support.k8s import Cluster, Karpenter, ensure_built, k8s_bin_dir  # noqa: E402
+from tests.support.k8s import (  # noqa: E402
+    Cluster,
+    Karpenter,
+    apply_crds,
+    ensure_built,
+    k8s_bin_dir,
+)
 from tests.support.podworkers import PodWorkers  # noqa: E402
 
 TASKS = 100
@@ -140,9 +145,7 @@ def main() -> int:
         try:
             k8s.start_karpenter()
             karpenter = Karpenter(k8s)
-            k8s.kubectl("apply", "-f", str(CRD_FILE))
-            k8s.kubectl("wait", "--for=condition=Established", "crd/taskqueues.corral.dev",
-                        "--timeout=60s")
+            apply_crds(k8s)
             operator = OperatorProcess(k8s).start()
             with EmbeddedRedis() as server:
                 trials = []

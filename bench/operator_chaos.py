@@ -34,9 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from corral.embedded import EmbeddedRedis  # noqa: E402
-from tests.e2e.test_operator import CRD_FILE, OperatorProcess  # noqa: E402
+from tests.e2e.test_operator import OperatorProcess  # noqa: E402
 from tests.e2e.test_operator_chaos import (  # noqa: E402
-    PEERING_CRDS,
     ChaosRun,
     RedisCut,
     apiserver_restart,
@@ -46,7 +45,7 @@ from tests.e2e.test_operator_chaos import (  # noqa: E402
     redis_outage,
     serves,
 )
-from tests.support.k8s import Cluster, ensure_built, k8s_bin_dir  # noqa: E402
+from tests.support.k8s import Cluster, apply_crds, ensure_built, k8s_bin_dir  # noqa: E402
 
 INITIAL_TASKS = 300
 
@@ -147,8 +146,7 @@ def main() -> int:
         k8s = Cluster(Path(tmp) / "k8s", k8s_bin_dir())
         k8s.start()
         try:
-            k8s.kubectl("apply", "-f", str(CRD_FILE), "-f", str(PEERING_CRDS))
-            k8s.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+            apply_crds(k8s)
             with EmbeddedRedis(appendonly=True) as redis:
                 proxy = RedisCut(redis.port).start()
                 try:

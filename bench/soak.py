@@ -25,10 +25,6 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import redis.asyncio
 
 import corral
@@ -160,6 +156,12 @@ def _window_mean(samples: list[Sample], lo: float, hi: float) -> float:
 
 
 def _plot(samples: list[Sample], args: argparse.Namespace, path: Path) -> None:
+    # Imported here: only the plot needs matplotlib (the benchmarks' venv has it).
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(8, 4))
     minutes = [s.t_s / 60 for s in samples]
     ax.plot(minutes, [s.used_memory / MIB for s in samples], color="#1f6f43",

@@ -312,11 +312,15 @@ def k8s(request: pytest.FixtureRequest,
         cluster.stop()
 
 
-@pytest.fixture(scope="session")
-def crd_applied(k8s: Cluster) -> None:
+def apply_crds(k8s: Cluster) -> None:
     """The chart's CRDs, applied as ``helm install`` applies them, and Established."""
     k8s.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHART_CRDS))
     k8s.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(CHART_CRDS))
+
+
+@pytest.fixture(scope="session")
+def crd_applied(k8s: Cluster) -> None:
+    apply_crds(k8s)
 
 
 @pytest.fixture(scope="module")
