@@ -101,6 +101,7 @@ class Worker:
         self._started_ms = now_ms()
         self.metrics_port: int | None = None
         self.started = asyncio.Event()  # set once claiming has begun
+        self._leaving = asyncio.Event()  # set once no more heartbeats may be sent
         self._lease_ms = int(settings.lease_s * 1000)
 
     # -- life cycle ------------------------------------------------------------------
@@ -230,6 +231,7 @@ class Worker:
             await asyncio.wait(leftover, timeout=CANCEL_DEADLINE_S)
             self._abandon(list(self._running_jobs.values()))
         await self._flush_acks()
+        await self._stop_heartbeat()
         await self._deregister()
 
     def _abandon(self, jobs: list[Job]) -> None:
@@ -262,6 +264,13 @@ class Worker:
             q.acks.close()
         # Acks wait for Redis as long as the pod's termination grace allows.
         await asyncio.gather(*ack_tasks, return_exceptions=True)
+
+    async def _stop_heartbeat(self) -> None:
+        """Let the heartbeat end its pass and stop: one after the deregistration would
+        put the worker back in the registry until its entry expired."""
+        self._leaving.set()
+        heartbeat = [t for t in self._background if t.get_name() == "corral:heartbeat"]
+        await asyncio.gather(*heartbeat, return_exceptions=True)
 
     async def _deregister(self) -> None:
         for q in self._queues.values():
@@ -516,12 +525,14 @@ class Worker:
                     self._cancel_job(job, Stop.LEASE_LOST)
 
     async def _heartbeat_loop(self) -> None:
-        while True:
+        while not self._leaving.is_set():
             # All queues at once: one whose calls hang does not hold the others' leases up.
             with self._watch.pass_of("heartbeat", self._pass_deadline_s):
                 await asyncio.gather(*(self._heartbeat(q) for q in self._queues.values()))
             self._lag_peak_s = self.metrics.event_loop_lag_s  # the next entry's window
-            await asyncio.sleep(self.settings.heartbeat_s)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.heartbeat_s):
+                    await self._leaving.wait()
 
     async def _heartbeat(self, q: _Queue) -> None:
         settings = self.settings
