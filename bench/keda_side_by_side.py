@@ -58,7 +58,7 @@ sys.path.insert(0, str(REPO))
 from bench import stats  # noqa: E402
 from corral.client import Enqueue  # noqa: E402
 from corral.embedded import EmbeddedRedis, free_port  # noqa: E402
-from corral.keys import queue_keys  # noqa: E402
+from corral.keys import DEFAULT_PREFIX, queue_keys  # noqa: E402
 from tests.e2e.test_karpenter import Records, long_and_short, release  # noqa: E402
 from tests.e2e.test_operator import OperatorProcess, apply, enqueue  # noqa: E402
 from tests.support.k8s import (  # noqa: E402
@@ -362,7 +362,7 @@ def scaled_object(namespace: str, setting: Setting, redis_port: int,
                 "stabilizationWindowSeconds": setting.scale_down_window_s}}}},
             "triggers": [{"type": "redis", "metadata": {
                 "address": f"127.0.0.1:{redis_port}",
-                "listName": queue_keys(queue).ready[0],
+                "listName": queue_keys(queue, DEFAULT_PREFIX).ready[0],
                 "listLength": str(TARGET), "activationListLength": "0"}}],
         },
     }
