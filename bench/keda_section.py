@@ -50,6 +50,8 @@ def _drop(row: Mapping[str, Any]) -> tuple[str, str]:
     run = runs[0]
     stopped = run.get("workers_stopped")
     interrupted = str(run["interrupted"]) + ("" if stopped is None else f" ({stopped})")
+    if run.get("unfinished"):
+        interrupted += f", {run['unfinished']} never finished"
     return interrupted, f"{run['lowest_replicas']} (then {run['replicas_after_hold']})"
 
 
@@ -90,7 +92,8 @@ def markdown(data: Mapping[str, Any] | None) -> str:
         "- **long tasks on a load drop**: 4 long tasks and 32 short ones; once the short ones "
         "are done the long ones run on for 30 s: tasks interrupted (from the tasks' own "
         "start/finish records; in brackets, the workers a scale-down stopped meanwhile: an "
-        "interruption with none stopped had another cause) and the lowest replica count.",
+        "interruption with none stopped had another cause; *never finished*: not done 120 s "
+        "after the long tasks were let go) and the lowest replica count.",
         "",
         "| scaler | settings | scale from zero | reaction (to 6 replicas) "
         "| replica changes, steady load | long tasks interrupted (workers stopped) "
@@ -108,11 +111,19 @@ def markdown(data: Mapping[str, Any] | None) -> str:
         "`pollingInterval`; above one replica the HPA decides, on its own sync period. "
         "Corral's operator scales from zero on the wake-up producers publish, whatever "
         "`pollSeconds` is.",
-        *([] if not any(n.startswith("keda") and not r.get("steady")
-                        for n, r in rows.items()) else [
+        *([] if not any(run.get("unfinished") for r in rows.values()
+                        for run in r.get("drop") or []) else [
             "",
-            "*n/a*: not measured yet. The figures come from "
-            + "; ".join(f"`{r}`" for r in data.get("runs", [])) + "."]),
+            "Where tasks *never finished*, the scaler had taken the Deployment to zero while "
+            "they ran: cut off with no worker left, they wait in the leased set until their "
+            "leases run out, where a list-length trigger does not look, so nothing scales the "
+            "Deployment up again to run them. A TaskQueue counts leased tasks as load, so its "
+            "operator keeps a worker to take them back."]),
+        *([] if not any(n.startswith("keda") and not r.get("steady")
+                        for n, r in rows.items()) else ["", "*n/a*: not measured yet."]),
+        *([] if not data.get("runs") else [
+            "", "The figures come from "
+            + "; ".join(f"`{r}`" for r in data["runs"]) + "."]),
         *([] if any(n.startswith("keda") for n in rows) else [
             "",
             "The KEDA rows are not measured yet: they need `scripts/k8s/build-keda` (KEDA "

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import os
 import random
@@ -522,12 +523,15 @@ def drop(trial: Trial) -> dict[str, Any]:
         # interruption has another cause (an expired lease).
         stopped = sum(1 for t in pods.terminated.values() if t >= dropped)
         release(trial.redis_url, trial.record, "long")
-        wait_until("all 36 tasks finished", lambda: ((n := records.finished()) >= 36, n),
-                   timeout_s=120)
+        # A long task cut off with no worker left may never run again: a list-length
+        # trigger does not see a leased task, so nothing scales up to take it back.
+        with contextlib.suppress(AssertionError):
+            wait_until("all 36 tasks finished",
+                       lambda: ((n := records.finished()) >= 36, n), timeout_s=120)
         # Only now: a long task still running counts as started and not finished.
         return {"interrupted": records.interrupted(),
                 "lowest_replicas": lowest, "replicas_after_hold": at_end,
-                "workers_stopped": stopped}
+                "workers_stopped": stopped, "unfinished": 36 - records.finished()}
 
 
 SCENARIOS: dict[str, Callable[[Trial], dict[str, Any]]] = {
