@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import kopf
+import pytest
 
 from corral.cli import build_parser
 from corral_operator import handlers, main
@@ -73,3 +77,30 @@ def test_cli_defaults_for_peering() -> None:
 def test_cli_shard_flag() -> None:
     assert build_parser().parse_args(["operator", "--shard", "1/3"]).shard == Shard(1, 3)
     assert build_parser().parse_args(["operator"]).shard == WHOLE
+
+
+# A tick's pipeline of depth replies at 1,000 TaskQueues: thousands of small lists that
+# live until the replies are parsed, then go at once.
+_TICKS = """
+import gc, sys
+from corral_operator import main
+if sys.argv[1] == "tuned":
+    main.tune_gc()
+full = []
+gc.callbacks.append(lambda phase, info: phase == "stop" and info["generation"] == 2
+                    and full.append(1))
+kept = [[i] for i in range(200_000)]  # what the TaskQueues keep
+for _ in range(40):
+    replies = [[b"ready", i, [i, i]] for i in range(10_000)]
+    del replies
+print(len(full))
+"""
+
+
+@pytest.mark.parametrize(("mode", "full_collections"), [("default", ">0"), ("tuned", "0")])
+def test_a_ticks_replies_do_not_set_off_collections_of_the_whole_heap(
+        mode: str, full_collections: str) -> None:
+    out = subprocess.run([sys.executable, "-c", _TICKS, mode], capture_output=True,
+                         text=True, check=True).stdout
+    count = int(out)
+    assert count == 0 if full_collections == "0" else count > 0, (mode, count)
