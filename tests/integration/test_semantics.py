@@ -288,7 +288,7 @@ async def test_no_heartbeat_registers_the_worker_again_after_it_left(
         await _until_depth(redis_conn, lambda d: [w.worker_id for w in d.workers] == ["pod-b"])
     depths = (await read_queue_depths(redis_conn, ["default"]))["default"]
     assert depths.workers == ()
-    assert await redis_conn.exists(queue_keys(DEFAULT_PREFIX, "default").worker("pod-b")) == 0
+    assert await redis_conn.exists(queue_keys("default", DEFAULT_PREFIX).worker("pod-b")) == 0
 
 
 async def _until_depth(redis_conn: redis.asyncio.Redis, check: Callable[[QueueDepth], bool],
